@@ -1,0 +1,1 @@
+"""The search loop: scheduling, measurement, judging, promotion, dashboard and export."""

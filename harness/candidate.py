@@ -1,0 +1,45 @@
+"""Candidates: baseline hash + patch + env overrides + track, identified by a hash of those."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def patch_fingerprint(patch: str) -> str:
+    """Hash of a patch's changed lines only, so header noise or context width do not make a new idea."""
+    changed = [
+        line.rstrip()
+        for line in patch.replace("\r\n", "\n").splitlines()
+        if line[:1] in "+-" and not line.startswith(("+++", "---")) and line[1:].strip()
+    ]
+    return sha256_text("\n".join(changed))[:16]
+
+
+@dataclass(frozen=True)
+class Candidate:
+    baseline_hash: str
+    track: str
+    patch: str = ""
+    env: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> str:
+        key = json.dumps(
+            [self.baseline_hash, patch_fingerprint(self.patch), sorted(self.env.items()), self.track],
+            separators=(",", ":"),
+        )
+        return "c" + sha256_text(key)[:11]
+
+    @property
+    def patch_hash(self) -> str:
+        return patch_fingerprint(self.patch)
+
+
+def run_id(candidate_id: str, rung: str, seed: int) -> str:
+    return f"{candidate_id}-{rung}-s{seed}"

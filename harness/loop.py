@@ -1,0 +1,445 @@
+"""The search driver: the only module that knows every role.
+
+proposers -> pre-flight -> candidates -> rungs (asynchronous successive halving) on Ray ->
+harness-owned results -> Optuna tell / proposer feedback -> confirm + ablate + judge -> records/.
+
+The store is the source of truth. Every step is idempotent over it, so killing the driver at any
+moment and running the same command again resumes: finished runs are kept, queued ones are
+resubmitted, runs that were in flight are reaped and requeued, and nothing is trained twice.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from harness import views
+from harness.candidate import Candidate, run_id, sha256_text
+from harness.config import SearchConfig, Track, config_to_dict, load_track
+from harness.errors import BaselineError, PgolfError
+from harness.optuna_proposer import OptunaProposer, open_study
+from harness.preflight import Preflight
+from harness.proposals import FailedCandidate, Proposal, ScoredCandidate, SearchView
+from harness.runner import RunOutcome, RunSpec, RunStatus
+from harness.store import Store
+from trainer import BASELINE_PATH
+
+SEARCH_SEED = 1337  # the official default SEED: every search-phase run uses it, confirm seeds are fresh
+PRIORITY = {"search": 0, "reference": 5, "ablation": 8, "confirm": 10}
+
+
+def load_baseline(path: str) -> str:
+    p = Path(path) if path else BASELINE_PATH
+    try:
+        source = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise BaselineError(f"cannot read baseline {p}: {e.strerror}; pass --baseline PATH to a train_gpt.py") from None
+    try:
+        compile(source, str(p), "exec")
+    except SyntaxError as e:
+        raise BaselineError(f"baseline {p} does not compile (line {e.lineno}: {e.msg})") from None
+    if "os.environ" not in source or "val_bpb" not in source:
+        raise BaselineError(f"baseline {p} is not a Parameter Golf trainer: it reads no env knobs or reports no "
+                            "val_bpb; see docs/architecture.md for the trainer contract")
+    return source
+
+
+def ensure_data(track: Track, announce: Callable[[str], None] = print) -> tuple[Path, Path]:
+    """Dataset and tokenizer paths for a track, building the local corpus when the track says so."""
+    root = Path(track.data.root).resolve()
+    dataset = root / "datasets" / track.data.dataset
+    tokenizer = root / "tokenizers" / track.data.tokenizer
+    if dataset.is_dir() and tokenizer.exists() and any(dataset.glob("fineweb_val_*.bin")):
+        return dataset, tokenizer
+    if track.data.source == "build":
+        from data.build import build_dataset, stdlib_documents
+
+        announce(f"building the local corpus into {root} (once; the standard library's docstrings)")
+        built = build_dataset(stdlib_documents(), dest=root, vocab_size=track.data.vocab_size)
+        return Path(built.dataset_dir), Path(built.tokenizer_path)
+    raise PgolfError(f"data for track {track.name} is missing at {dataset}; run: pgolf data fetch --variant "
+                     f"{track.data.dataset.rsplit('_', 1)[-1]} --train-shards {track.data.train_shards} "
+                     f"--dest {track.data.root}")
+
+
+@dataclass
+class Phase:
+    """Where the search is: proposing, draining (no new ideas), confirming, done."""
+
+    name: str = "search"
+    started: float = field(default_factory=time.time)
+
+
+class Search:
+    def __init__(self, cfg: SearchConfig, executor_factory: Callable[[], object] | None = None,
+                 announce: Callable[[str], None] = print):
+        self.cfg = cfg
+        self.track = load_track(cfg.track)
+        self.announce = announce
+        self.baseline_source = load_baseline(cfg.baseline)
+        self.baseline_hash = sha256_text(self.baseline_source)[:16]
+        self.store = Store(cfg.search_dir())
+        self.dataset, self.tokenizer = ensure_data(self.track, announce)
+        self.rung_names = [r.name for r in self.track.rungs]
+        self.executor_factory = executor_factory
+        self.executor = None
+        self.submitted: set[str] = set()
+        self.proposed_by: dict[str, int] = {}
+        self.exhausted: dict[str, float] = {}
+        self.proposal_of: dict[str, Proposal] = {}
+        self._setup_proposers()
+
+    # --- set-up ---------------------------------------------------------------------------
+    def _setup_proposers(self) -> None:
+        from search_space.knobs import SearchSpace
+
+        cfg = self.cfg
+        self.preflight = Preflight(self.baseline_source, self.track.env, self.track.byte_cap, self._calibration)
+        self.study = open_study(self.store.db_path, cfg.name, cfg.seed, pareto=cfg.objective == "pareto")
+        space = SearchSpace.from_source(self.baseline_source, include=cfg.knobs.include, exclude=cfg.knobs.exclude,
+                                        ranges=cfg.knobs.ranges)
+        self.proposers: dict[str, object] = {}
+        if cfg.proposers.optuna > 0:
+            self.optuna = OptunaProposer(self.study, space, self.track.byte_cap)
+            self.proposers["optuna"] = self.optuna
+        else:
+            self.optuna = None
+        if cfg.proposers.catalog > 0:
+            from agents.catalog import CatalogProposer
+            from search_space.techniques import load_catalog
+
+            self.proposers["catalog"] = CatalogProposer(load_catalog(), self.preflight)
+        if cfg.proposers.llm > 0:
+            from agents.llm import make_proposer
+            from search_space.techniques import load_catalog
+
+            llm, reason = make_proposer(cfg.llm, self.preflight, on_event=self._llm_event, catalog=load_catalog())
+            if llm is None:
+                self.announce(f"llm proposer off: {reason}; the catalog agent proposes instead")
+                self.store.event("llm_disabled", reason=reason)
+                if "catalog" not in self.proposers:
+                    from agents.catalog import CatalogProposer
+                    from search_space.techniques import load_catalog
+
+                    self.proposers["catalog"] = CatalogProposer(load_catalog(), self.preflight)
+            else:
+                self.proposers["llm"] = llm
+
+    def _llm_event(self, event: dict) -> None:
+        self.store.add_llm_call(event)
+
+    def _calibration(self):
+        from search_space.size_estimate import Calibration
+
+        data = self.store.get_meta("size_calibration")
+        return Calibration.from_dict(data) if data else None
+
+    # --- shares ---------------------------------------------------------------------------
+    def _share(self, name: str) -> float:
+        return float(getattr(self.cfg.proposers, name, 0.0))
+
+    def _next_proposer(self) -> str | None:
+        live = [n for n in self.proposers if self.exhausted.get(n, 0) < time.time()]
+        if not live:
+            return None
+        total = sum(self.proposed_by.values()) + 1
+        return max(live, key=lambda n: self._share(n) * total - self.proposed_by.get(n, 0))
+
+    # --- the view proposers see -----------------------------------------------------------
+    def view(self) -> SearchView:
+        standings = views.standings(self.store, self.track.byte_cap)
+        board = tuple(
+            ScoredCandidate(s.candidate_id, s.val_bpb, s.bytes_total, s.rung, s.patch, s.env, s.proposer,
+                            s.techniques, s.rationale)
+            for s in standings if s.kind == "search" and not s.blocked and "over_cap" not in s.flags
+        )
+        fails = tuple(
+            FailedCandidate(r.candidate_id, self.store.candidate(r.candidate_id).patch, {}, r.status, r.error or "",
+                            r.proposer)
+            for r in views.failures(self.store, 10)
+        ) + tuple(FailedCandidate(r.id, "", {}, "rejected", r.reason, r.proposer)
+                  for r in views.rejections(self.store, 10))
+        ref = next((s for s in standings if s.kind == "reference"), None)
+        tried = frozenset(r.patch_hash for r in self.store.query("SELECT patch_hash FROM candidates"))
+        return SearchView(self.baseline_source, self.baseline_hash, self.track.name, self.track.byte_cap,
+                          ref.bytes_total if ref else None, board, fails, tried)
+
+    # --- candidates and runs --------------------------------------------------------------
+    def add_candidate(self, p: Proposal, kind: str = "search", rung_index: int = 0) -> str | None:
+        cand = Candidate(self.baseline_hash, self.track.name, p.patch, dict(p.env))
+        if self.store.candidate(cand.id):
+            if p.trial_number is not None and self.optuna:
+                self.optuna.finish(p.trial_number, None, None, completed=False)
+            return None
+        check = self.preflight.check(p.patch, p.env) if kind != "reference" else None
+        state, reason = ("active", "") if check is None or check.ok else ("rejected", f"{check.stage}: {check.reason}")
+        self.store.add_candidate({
+            "id": cand.id, "baseline_hash": self.baseline_hash, "track": self.track.name, "patch": p.patch,
+            "patch_hash": cand.patch_hash, "env": dict(p.env), "proposer": p.proposer, "rationale": p.rationale,
+            "parents": list(p.parents), "techniques": list(p.techniques), "trial_number": p.trial_number,
+            "kind": kind, "state": state, "reason": reason,
+            "estimated_bytes": check.estimated_bytes if check else None,
+        })
+        self.proposal_of[cand.id] = p
+        if state == "rejected":
+            if p.trial_number is not None and self.optuna:
+                self.optuna.finish(p.trial_number, None, check.estimated_bytes, completed=False)
+            self.announce(f"rejected {cand.id} ({p.proposer}): {reason}")
+            return None
+        self.enqueue(cand.id, rung_index, SEARCH_SEED, kind)
+        return cand.id
+
+    def enqueue(self, candidate_id: str, rung_index: int, seed: int, purpose: str) -> bool:
+        rung = self.track.rungs[rung_index]
+        rid = run_id(candidate_id, rung.name, seed)
+        return self.store.enqueue_run(rid, candidate_id, rung.name, rung_index, seed, rung.gpus, PRIORITY[purpose])
+
+    def run_spec(self, run) -> RunSpec:
+        cand = self.store.candidate(run.candidate_id)
+        rung = self.track.rungs[run.rung_index]
+        source = self.preflight.check(cand.patch, {}).source if cand.patch else self.baseline_source
+        env = {**self.track.env, **cand.env, **rung.env}
+        env.update(DATA_PATH=str(self.dataset), TOKENIZER_PATH=str(self.tokenizer), SEED=str(run.seed),
+                   RUN_ID=run.id)
+        env.setdefault("MAX_WALLCLOCK_SECONDS", str(rung.time_cap_s))
+        run_dir = Path(run.run_dir)
+        if run_dir.exists():  # a reaped orphan's half-written folder: start clean
+            import shutil
+
+            shutil.rmtree(run_dir)
+        return RunSpec(run_id=run.id, run_dir=run_dir, source=source, patch=cand.patch, env=env,
+                       nproc=max(1, rung.gpus), time_cap_s=rung.time_cap_s, grace_s=self.cfg.grace_s,
+                       eval_cap_s=self.track.eval_cap_s, byte_cap=self.track.byte_cap)
+
+    # --- driver steps ---------------------------------------------------------------------
+    def dispatch(self) -> None:
+        for run in self.store.runs(status="queued"):
+            if run.id not in self.submitted:
+                self.executor.submit(self.run_spec(run), run.gpus, priority=run.priority)
+                self.submitted.add(run.id)
+        for rid in self.executor.running():
+            r = self.store.run(rid)
+            if r is not None and r.status == "queued":
+                self.store.mark_running(rid)
+
+    def collect(self, outcomes: list[RunOutcome]) -> None:
+        for o in outcomes:
+            self.submitted.discard(o.run_id)
+            run = self.store.run(o.run_id)
+            if run is None:
+                continue
+            if o.status == RunStatus.CRASH and (o.error or "").startswith("ray worker died") and run.attempt < 2:
+                self.store.requeue(o.run_id, o.error)  # the node died, not the candidate: try elsewhere
+                continue
+            self.store.finish_run(o.run_id, o.to_dict())
+            self._after_run(run, o)
+
+    def _after_run(self, run, o: RunOutcome) -> None:
+        cand = self.store.candidate(run.candidate_id)
+        ok = o.status == RunStatus.OK and o.val_bpb is not None
+        if ok and not cand.patch and o.bytes_model:
+            self._add_calibration_point({**self.track.env, **cand.env, **self.track.rungs[run.rung_index].env},
+                                        o.bytes_model)
+        if cand.kind != "search" or run.seed != SEARCH_SEED:
+            return
+        if ok and self.optuna and cand.trial_number is not None:
+            self.optuna.report(cand.trial_number, run.rung_index, 0, o.val_bpb)
+        top = run.rung_index == len(self.track.rungs) - 1
+        if not ok or top:
+            if cand.trial_number is not None and self.optuna:
+                self.optuna.finish(cand.trial_number, o.val_bpb if ok else None, o.bytes_total, completed=ok and top)
+            if not ok:
+                self.store.set_candidate_state(cand.id, "stopped", f"{o.status.value} at {run.rung}: {o.error or ''}")
+        p = self.proposal_of.get(cand.id)
+        prop = self.proposers.get(cand.proposer.split(":")[0])
+        if p is not None and prop is not None:
+            prop.observe(cand.id, p, o.val_bpb if ok else None, o.status.value)
+
+    def _add_calibration_point(self, env: dict, bytes_model: int) -> None:
+        from search_space.size_estimate import calibrate
+
+        points = self.store.get_meta("size_points", [])
+        points = (points + [[env, bytes_model]])[-200:]
+        self.store.set_meta("size_points", points)
+        try:
+            self.store.set_meta("size_calibration", calibrate([(e, b) for e, b in points]).to_dict())
+        except ValueError:
+            pass
+
+    def sync_progress(self) -> None:
+        for rid, p in self.executor.progress().items():
+            self.store.update_progress(rid, p)
+            run = self.store.run(rid)
+            if run is None or p.get("val_bpb") is None or not self.optuna:
+                continue
+            cand = self.store.candidate(run.candidate_id)
+            if cand.kind == "search" and cand.trial_number is not None and run.seed == SEARCH_SEED:
+                if self.optuna.report(cand.trial_number, run.rung_index, int(p.get("step") or 0), p["val_bpb"]):
+                    self.announce(f"optuna pruned {rid} at step {p.get('step')} (val_bpb {p['val_bpb']:.4f})")
+                    self.executor.cancel(rid)
+
+    def promote_rungs(self, draining: bool) -> None:
+        """Asynchronous successive halving: a rung's top `keep` fraction goes up a rung."""
+        for i, rung in enumerate(self.track.rungs[:-1]):
+            scores = views.rung_scores(self.store, rung.name, SEARCH_SEED)
+            eligible = {}
+            for cid, v in scores.items():
+                c = self.store.candidate(cid)
+                if c.state == "active" and c.kind in ("search", "reference"):
+                    eligible[cid] = v
+            n_done = len(scores)
+            k = math.ceil(n_done * rung.keep) if draining else math.floor(n_done * rung.keep + 1e-9)
+            ranked = sorted((cid for cid in eligible if self.store.candidate(cid).kind == "search"),
+                            key=lambda c: eligible[c])
+            for cid in ranked[:k]:
+                self.enqueue(cid, i + 1, SEARCH_SEED, "search")
+            ref = self.reference_id
+            if ref in eligible:
+                self.enqueue(ref, i + 1, SEARCH_SEED, "reference")
+
+    def refill(self) -> int:
+        pending = len(self.store.runs(status="queued"))
+        target = max(2, math.ceil(self.slots() * self.cfg.queue_depth))
+        n_search = self.store.scalar("SELECT COUNT(*) FROM candidates WHERE kind='search' AND state!='rejected'")
+        budget_left = self.cfg.budget.max_candidates - n_search
+        added, attempts = 0, 0
+        while pending + added < target and added < budget_left and attempts < 3 * target:
+            name = self._next_proposer()
+            if name is None:
+                break
+            attempts += 1
+            try:
+                props = self.proposers[name].propose(self.view(), 1)
+            except Exception as e:  # a proposer bug must not end an overnight search
+                self.store.event("proposer_error", proposer=name, error=f"{type(e).__name__}: {e}")
+                self.exhausted[name] = time.time() + 300
+                continue
+            if not props:
+                self.exhausted[name] = time.time() + 60
+                continue
+            self.proposed_by[name] = self.proposed_by.get(name, 0) + 1
+            for p in props:
+                if self.add_candidate(p):
+                    added += 1
+        return added
+
+    def slots(self) -> int:
+        cap = self.executor.capacity()
+        return int(cap.get("gpus") or 0) if any(r.gpus for r in self.track.rungs) else int(cap.get("cpus") or 1)
+
+    # --- budgets --------------------------------------------------------------------------
+    def out_of_budget(self) -> str | None:
+        b = self.cfg.budget
+        started = self.store.get_meta("started_at", time.time())
+        if b.max_wall_hours and time.time() - started > b.max_wall_hours * 3600:
+            return f"wall-time budget of {b.max_wall_hours} h reached"
+        gh = views.gpu_hours(self.store)
+        if b.max_gpu_hours and gh >= b.max_gpu_hours:
+            return f"GPU-hour budget of {b.max_gpu_hours} reached"
+        if b.max_cost_usd and gh * b.price_per_gpu_hour >= b.max_cost_usd:
+            return f"cost budget of ${b.max_cost_usd} reached"
+        n = self.store.scalar("SELECT COUNT(*) FROM candidates WHERE kind='search' AND state!='rejected'")
+        if n >= b.max_candidates:
+            return f"{n} candidates proposed (max_candidates)"
+        return None
+
+    # --- main -----------------------------------------------------------------------------
+    def start(self) -> None:
+        s = self.store
+        if s.get_meta("config") is None:
+            s.set_meta("config", config_to_dict(self.cfg))
+            s.set_meta("started_at", time.time())
+            s.set_meta("baseline_hash", self.baseline_hash)
+            s.event("search_started", name=self.cfg.name, track=self.track.name, host=socket.gethostname())
+        elif s.get_meta("baseline_hash") != self.baseline_hash:
+            raise BaselineError(f"{s.root} was started with another baseline; use a new --name or the same baseline")
+        reaped = s.reap_orphans()
+        known = {c.trial_number for c in s.candidates() if c.trial_number is not None}
+        if self.optuna:
+            self.optuna.fail_orphans(known)
+            self._reattach_trials()
+        if reaped:
+            self.announce(f"resumed: {len(reaped)} interrupted run(s) requeued")
+        ref = Candidate(self.baseline_hash, self.track.name)
+        self.reference_id = ref.id
+        if s.candidate(ref.id) is None:
+            self.add_candidate(Proposal(proposer="baseline", rationale="the unmodified baseline"), kind="reference")
+        s.event("driver_started", pid=os.getpid())
+
+    def _reattach_trials(self) -> None:
+        """Candidates whose trial is still open: the proposer needs them to finish the trial later."""
+        for c in self.store.candidates(state="active", kind="search"):
+            if c.trial_number is not None:
+                self.proposal_of.setdefault(c.id, Proposal(patch=c.patch, env=c.env, proposer=c.proposer,
+                                                           trial_number=c.trial_number))
+
+    def idle(self) -> bool:
+        return not self.store.runs(status=("queued", "running")) and not self.executor.running()
+
+    def run(self) -> dict:
+        """Run (or resume) the search to its end; returns the summary."""
+        from harness.promote import Promoter
+
+        self.start()
+        self.executor = self.executor_factory() if self.executor_factory else self._default_executor()
+        try:
+            promoter = Promoter(self)
+            stop_reason = None
+            while True:
+                self.collect(self.executor.poll(timeout=0.5))
+                self.sync_progress()
+                self.store.set_meta("cluster", {**self.executor.capacity(),
+                                                "busy_fraction": self.executor.busy_fraction(),
+                                                "updated_at": time.time()})
+                if stop_reason is None:
+                    stop_reason = self.out_of_budget()
+                    if stop_reason:
+                        self.announce(f"search phase over: {stop_reason}; finishing what is in flight")
+                        self.store.event("search_phase_over", reason=stop_reason)
+                draining = stop_reason is not None
+                self.promote_rungs(draining)
+                if not draining and self.refill() == 0 and self.idle() and self._next_proposer() is None:
+                    stop_reason = "every proposer is out of ideas"
+                    continue
+                if draining and self.idle():
+                    if not promoter.step():
+                        break
+                self.dispatch()
+            return self.finish(stop_reason, promoter)
+        finally:
+            self.executor.shutdown()
+
+    def finish(self, stop_reason: str | None, promoter) -> dict:
+        top = self.rung_names[-1]
+        for c in self.store.candidates(state="active", kind="search"):
+            reached = self.store.one("SELECT rung, val_bpb FROM runs WHERE candidate_id=? AND status='ok'"
+                                     " AND seed=? ORDER BY rung_index DESC LIMIT 1", (c.id, SEARCH_SEED))
+            if reached is not None and reached.rung == top:
+                continue
+            if c.trial_number is not None and self.optuna:
+                self.optuna.finish(c.trial_number, reached.val_bpb if reached else None, None, completed=False)
+            self.store.set_candidate_state(c.id, "stopped", f"not promoted past {reached.rung if reached else 'smoke'}")
+        summary = {
+            "stop_reason": stop_reason,
+            "candidates": self.store.scalar("SELECT COUNT(*) FROM candidates WHERE kind='search'"),
+            "runs": self.store.scalar("SELECT COUNT(*) FROM runs"),
+            "rung_agreement": views.rung_agreement(self.store, self.rung_names),
+            "record": promoter.record_path,
+            "verdict": promoter.verdict,
+        }
+        self.store.set_meta("summary", summary)
+        self.store.event("search_finished", **{k: v for k, v in summary.items() if k != "rung_agreement"})
+        return summary
+
+    def _default_executor(self):
+        from harness.executor import RayExecutor
+
+        address = self.cfg.ray_address or None
+        if address:
+            return RayExecutor(address=address)
+        return RayExecutor(num_gpus=self.cfg.logical_gpus or None)

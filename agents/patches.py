@@ -695,7 +695,7 @@ def apply_patch(source: str, diff: str) -> str:
     return _apply_patch(source, diff)
 
 
-@functools.lru_cache(maxsize=256)  # pure: the loop, the catalog and combine re-apply the same patches
+@functools.lru_cache(maxsize=64)  # pure: the loop, the catalog and combine re-apply the same patches
 def _apply_patch(source: str, diff: str) -> str:
     level = _check_headers(diff)
     with tempfile.TemporaryDirectory(prefix="pgolf-apply-") as tmp:

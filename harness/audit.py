@@ -58,6 +58,7 @@ __all__ = [
     "AuditReport",
     "Finding",
     "LogSummary",
+    "RECORD_CHECKS",
     "SOURCE_CHECKS",
     "TRACK_CAPS",
     "add_parser",
@@ -1744,212 +1745,274 @@ SUBMISSION_FIELDS: dict[str, tuple[type, ...]] = {
 FOLDER_NAME_RE = re.compile(r"^(\d{4}-\d{2}-\d{2})_([A-Za-z0-9][A-Za-z0-9_.+\-]*)$")
 
 
-def audit_record_folder(path: str | Path, byte_cap: int | None = None, track: str | None = None) -> AuditReport:
-    """Audit a record folder in the official layout. Never raises for missing/garbled files."""
-    folder = Path(path)
-    report = AuditReport([], str(folder), "record")
-    add = report.findings.append
-    if not folder.is_dir():
-        add(Finding("folder_missing", ERROR, f"{folder} is not a directory; pass a record folder"))
-        return report
+@dataclass
+class _Record:
+    """A record folder's contents as loaded once for every record check."""
 
-    # track: --track > parent folder name > submission.json "track"; cap: --cap > track > default
-    track_name = track or folder.resolve().parent.name
+    folder: Path
+    track: str  # --track, else the parent folder name, else submission.json "track"
+    cap: int
+    source: str | None  # train_gpt.py, None when missing/unreadable
+    sub: dict | None  # submission.json, None when missing/invalid
+    logs: list[LogSummary]
 
-    # folder name
-    m = FOLDER_NAME_RE.match(folder.name)
-    if not m:
-        add(Finding(
-            "bad_folder_name", ERROR,
-            f"folder name {folder.name!r} is not YYYY-MM-DD_ShortName; rename it (letters, digits, _ . + -)",
-        ))  # fmt: skip
-    else:
+    def rel(self, p: str) -> str:
         try:
-            _dt.date.fromisoformat(m.group(1))
+            return str(Path(p).relative_to(self.folder))
         except ValueError:
-            add(Finding("bad_folder_name", ERROR, f"{m.group(1)!r} in the folder name is not a real date"))
+            return p
 
-    # required files
-    readme = folder / "README.md"
-    if not readme.is_file():
-        add(Finding("missing_readme", ERROR, "README.md is missing; explain the submission in reasonable detail"))
-    else:
-        text, _ = _read_text(readme)
-        if text is not None and len(text.strip()) < 40:
-            add(Finding("thin_readme", WARNING, "README.md is nearly empty; describe what changed and why",
-                        file="README.md"))  # fmt: skip
+
+def _sub_finding(code: str, severity: str, message: str) -> Finding:
+    return Finding(code, severity, message, file="submission.json")
+
+
+def _load_source(folder: Path) -> tuple[str | None, list[Finding]]:
     script = folder / "train_gpt.py"
-    source: str | None = None
     if not script.is_file():
-        add(Finding("missing_train_gpt", ERROR, "train_gpt.py is missing; the record must run from its folder"))
-    else:
-        try:
-            raw = script.read_bytes()
-            source = raw.decode("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            add(Finding("unreadable_train_gpt", ERROR, f"cannot read train_gpt.py as UTF-8 ({exc})",
-                        file="train_gpt.py"))  # fmt: skip
-    log_paths = _find_logs(folder)
-    if not log_paths:
-        add(Finding(
-            "missing_train_log", ERROR,
-            "no train log (*.log or train*.txt); include the automatically produced log of every seed",
-        ))  # fmt: skip
+        return None, [
+            Finding("missing_train_gpt", ERROR, "train_gpt.py is missing; the record must run from its folder")
+        ]
+    try:
+        return script.read_bytes().decode("utf-8"), []
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Finding("unreadable_train_gpt", ERROR, f"cannot read train_gpt.py as UTF-8 ({exc})",
+                              file="train_gpt.py")]  # fmt: skip
 
-    # submission.json
-    sub: dict | None = None
-    sub_path = folder / "submission.json"
-    if not sub_path.is_file():
-        add(Finding(
+
+def _load_submission(folder: Path) -> tuple[dict | None, list[Finding]]:
+    path = folder / "submission.json"
+    if not path.is_file():
+        return None, [Finding(
             "missing_submission_json", ERROR,
             "submission.json is missing; add author, github_id, name, blurb, date, val_loss, val_bpb, "
             "bytes_total, bytes_code",
-        ))  # fmt: skip
-    else:
-        text, err = _read_text(sub_path)
+        )]  # fmt: skip
+    text, err = _read_text(path)
+    if text is None:
+        return None, [_sub_finding("submission_json_invalid", ERROR, err or "unreadable")]
+    try:
+        sub = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return None, [
+            _sub_finding("submission_json_invalid", ERROR, f"not valid JSON ({exc.msg} at line {exc.lineno})")
+        ]
+    if not isinstance(sub, dict):
+        return None, [_sub_finding("submission_json_invalid", ERROR, "top level must be a JSON object")]
+    return sub, []
+
+
+def _load_logs(folder: Path) -> tuple[list[LogSummary], list[Finding]]:
+    paths = _find_logs(folder)
+    if not paths:
+        return [], [Finding(
+            "missing_train_log", ERROR,
+            "no train log (*.log or train*.txt); include the automatically produced log of every seed",
+        )]  # fmt: skip
+    logs, findings = [], []
+    for lp in paths:
+        text, err = _read_text(lp)
+        if text is None:
+            findings.append(Finding("unreadable_log", ERROR, err or "unreadable", file=str(lp.relative_to(folder))))
+        else:
+            logs.append(parse_train_log(text, str(lp)))
+    return logs, findings
+
+
+def check_folder_name(rec: _Record) -> Iterator[Finding]:
+    """YYYY-MM-DD_ShortName with a real date."""
+    m = FOLDER_NAME_RE.match(rec.folder.name)
+    if not m:
+        yield Finding(
+            "bad_folder_name", ERROR,
+            f"folder name {rec.folder.name!r} is not YYYY-MM-DD_ShortName; rename it (letters, digits, _ . + -)",
+        )  # fmt: skip
+        return
+    try:
+        _dt.date.fromisoformat(m.group(1))
+    except ValueError:
+        yield Finding("bad_folder_name", ERROR, f"{m.group(1)!r} in the folder name is not a real date")
+
+
+def check_readme(rec: _Record) -> Iterator[Finding]:
+    readme = rec.folder / "README.md"
+    if not readme.is_file():
+        yield Finding("missing_readme", ERROR, "README.md is missing; explain the submission in reasonable detail")
+        return
+    text, _ = _read_text(readme)
+    if text is not None and len(text.strip()) < 40:
+        yield Finding(
+            "thin_readme", WARNING, "README.md is nearly empty; describe what changed and why", file="README.md"
+        )
+
+
+def check_submission_fields(rec: _Record) -> Iterator[Finding]:
+    """The baseline's 9 keys, with their JSON types; an ISO date."""
+    if rec.sub is None:
+        return
+    for key, types in SUBMISSION_FIELDS.items():
+        value = rec.sub.get(key)
+        if key not in rec.sub:
+            yield _sub_finding("submission_missing_field", ERROR, f"required field {key!r} is missing; add it")
+        elif isinstance(value, bool) or not isinstance(value, types):
+            want = " or ".join(t.__name__ for t in types)
+            yield _sub_finding(
+                "submission_bad_type", ERROR, f"{key!r} is {type(value).__name__} ({value!r:.40}), expected {want}"
+            )
+    date = rec.sub.get("date")
+    if isinstance(date, str):
         try:
-            sub = json.loads(text) if text is not None else None
-        except json.JSONDecodeError as exc:
-            add(Finding("submission_json_invalid", ERROR, f"not valid JSON ({exc.msg} at line {exc.lineno})",
-                        file="submission.json"))  # fmt: skip
-        if err:
-            add(Finding("submission_json_invalid", ERROR, err, file="submission.json"))
-        if sub is not None and not isinstance(sub, dict):
-            add(Finding("submission_json_invalid", ERROR, "top level must be a JSON object", file="submission.json"))
-            sub = None
-    if sub is not None:
-        for key, types in SUBMISSION_FIELDS.items():
-            if key not in sub:
-                add(Finding("submission_missing_field", ERROR, f"required field {key!r} is missing; add it",
-                            file="submission.json"))  # fmt: skip
-            elif isinstance(sub[key], bool) or not isinstance(sub[key], types):
-                want = " or ".join(t.__name__ for t in types)
-                add(Finding(
-                    "submission_bad_type", ERROR,
-                    f"{key!r} is {type(sub[key]).__name__} ({sub[key]!r:.40}), expected {want}",
-                    file="submission.json",
-                ))  # fmt: skip
-        if isinstance(sub.get("date"), str):
-            try:
-                _dt.datetime.fromisoformat(sub["date"].replace("Z", "+00:00"))
-            except ValueError:
-                add(Finding("submission_bad_date", WARNING, f"date {sub['date']!r} is not ISO 8601",
-                            file="submission.json"))  # fmt: skip
+            _dt.datetime.fromisoformat(date.replace("Z", "+00:00"))
+        except ValueError:
+            yield _sub_finding("submission_bad_date", WARNING, f"date {date!r} is not ISO 8601")
+
+
+def check_bytes(rec: _Record) -> Iterator[Finding]:
+    """bytes_code == UTF-8 size of train_gpt.py; bytes_total (and every seed's artifact) <= the cap."""
+    if rec.sub is None:
+        return
+    bc, bt, cap = rec.sub.get("bytes_code"), rec.sub.get("bytes_total"), rec.cap
+    if rec.source is not None and _num(bc):
+        actual = len(rec.source.encode("utf-8"))
+        if bc < actual:
+            yield _sub_finding(
+                "bytes_code_mismatch", ERROR,
+                f"bytes_code {bc:,} < UTF-8 size of train_gpt.py {actual:,}; count the shipped file's bytes",
+            )  # fmt: skip
+        elif bc > actual:
+            yield _sub_finding(
+                "bytes_code_mismatch", WARNING,
+                f"bytes_code {bc:,} > UTF-8 size of train_gpt.py {actual:,}; was a different file run?",
+            )  # fmt: skip
+    if _num(bt) and bt > cap:
+        yield _sub_finding("over_byte_cap", ERROR, f"bytes_total {bt:,} exceeds the {cap:,}-byte cap; shrink it")
+    if _num(bt) and _num(bc) and bt < bc:
+        yield _sub_finding("bytes_total_below_code", ERROR, f"bytes_total {bt:,} < bytes_code {bc:,}")
+    results = rec.sub.get("seed_results")
+    for seed, res in results.items() if isinstance(results, dict) else []:
+        ab = res.get("artifact_bytes") if isinstance(res, dict) else None
+        if _num(ab) and ab > cap:
+            yield _sub_finding("over_byte_cap", ERROR, f"seed {seed}: artifact_bytes {ab:,} exceeds the cap {cap:,}")
+
+
+def check_logs(rec: _Record) -> Iterator[Finding]:
+    """Every log: artifact size <= cap, a final score line, logged source == train_gpt.py."""
+    yield from _log_checks(rec.logs, rec.cap, rec.rel, rec.source)
+
+
+def check_claimed_score(rec: _Record) -> Iterator[Finding]:
+    """submission.json val_bpb == mean of the logs' final *_exact val_bpb (1e-4)."""
+    scored = [lg.val_bpb for lg in rec.logs if lg.val_bpb is not None and math.isfinite(lg.val_bpb)]
+    if rec.sub is None or not _num(rec.sub.get("val_bpb")) or not scored:
+        return
+    claimed = float(rec.sub["val_bpb"])
+    mean = sum(scored) / len(scored)
+    if abs(mean - claimed) <= 1e-4:
+        return
+    if any(abs(v - claimed) <= 1e-4 for v in scored):
+        yield _sub_finding(
+            "val_bpb_not_mean", WARNING,
+            f"val_bpb {claimed} matches one seed's log but not the mean over {len(scored)} logs ({mean:.8f}); "
+            "report the mean of all seeds",
+        )  # fmt: skip
+    else:
+        yield _sub_finding(
+            "val_bpb_mismatch", ERROR,
+            f"val_bpb {claimed} matches neither the logs' mean ({mean:.8f}) nor any seed's final *_exact line; "
+            "report what the logs show",
+        )  # fmt: skip
+
+
+def check_seed_results(rec: _Record) -> Iterator[Finding]:
+    """Per-seed claims (val_bpb, steps) == that seed's log (#86: 4.1k steps logged vs 10k claimed)."""
+    results = rec.sub.get("seed_results") if rec.sub is not None else None
+    if not isinstance(results, dict):
+        return
+    by_seed = {lg.seed: lg for lg in rec.logs if lg.seed is not None}
+    for seed_key, res in results.items():
+        try:
+            seed = int(seed_key)
+        except (TypeError, ValueError):
+            continue
+        lg = by_seed.get(seed)
+        if lg is None:
+            yield _sub_finding("seed_log_missing", WARNING, f"seed {seed} has results but no log with `seed:{seed}`")
+            continue
+        if not isinstance(res, dict):
+            continue
+        if _num(res.get("val_bpb")) and lg.val_bpb is not None and abs(float(res["val_bpb"]) - lg.val_bpb) > 1e-4:
+            yield _sub_finding(
+                "seed_result_mismatch", ERROR,
+                f"seed {seed}: val_bpb {res['val_bpb']} in submission.json vs {lg.val_bpb} in its log",
+            )  # fmt: skip
+        if _num(res.get("steps")) and lg.steps is not None and int(res["steps"]) != lg.steps:
+            yield _sub_finding(
+                "seed_result_mismatch", ERROR,
+                f"seed {seed}: steps {res['steps']} in submission.json vs {lg.steps} in its log (#86)",
+            )  # fmt: skip
+
+
+def check_seed_count(rec: _Record) -> Iterator[Finding]:
+    """A record-track claim normally needs >= 3 seeds (p < 0.01)."""
+    if Path(rec.track).name not in RECORD_TRACKS | {"10min_16mb", "30min_2mb_local"} or not rec.logs:
+        return
+    seeds = {lg.seed for lg in rec.logs if lg.seed is not None}
+    n_runs = len(seeds) if seeds else len(rec.logs)
+    if n_runs < 3:
+        yield Finding(
+            "few_seeds", WARNING,
+            f"{n_runs} seed log(s) for a record-track claim; significance (p < 0.01) usually needs >= 3 seeds",
+        )  # fmt: skip
+
+
+def check_record_source(rec: _Record) -> Iterator[Finding]:
+    """The static audit of train_gpt.py."""
+    if rec.source is not None:
+        for f in audit_source(rec.source):
+            yield Finding(f.code, f.severity, f.message, f.line, "train_gpt.py")
+
+
+RECORD_CHECKS: list[Callable[[_Record], Iterable[Finding]]] = [
+    check_folder_name,
+    check_readme,
+    check_submission_fields,
+    check_bytes,
+    check_logs,
+    check_claimed_score,
+    check_seed_results,
+    check_seed_count,
+    check_record_source,
+]
+
+
+def audit_record_folder(path: str | Path, byte_cap: int | None = None, track: str | None = None) -> AuditReport:
+    """Audit a record folder in the official layout. Never raises for missing or garbled files.
+
+    The cap comes from ``byte_cap``, else ``track``, else the parent folder's name
+    (``track_10min_16mb`` ...), else submission.json's ``track``, else 16,000,000 (with an info finding).
+    """
+    folder = Path(path)
+    report = AuditReport([], str(folder), "record")
+    if not folder.is_dir():
+        report.findings.append(Finding("folder_missing", ERROR, f"{folder} is not a directory; pass a record folder"))
+        return report
+    source, f_src = _load_source(folder)
+    sub, f_sub = _load_submission(folder)
+    logs, f_logs = _load_logs(folder)
+    report.findings += f_src + f_sub + f_logs
+    track_name = track or folder.resolve().parent.name
     if cap_for_track(track_name) is None and sub is not None and isinstance(sub.get("track"), str):
         track_name = sub["track"]
     cap = byte_cap or cap_for_track(track_name)
     if cap is None:
         cap = DEFAULT_CAP
-        add(Finding(
+        report.findings.append(Finding(
             "cap_assumed", INFO,
             f"track unknown from the folder's parent; assumed the {DEFAULT_CAP:,}-byte cap (pass --cap/--track)",
         ))  # fmt: skip
-
-    if sub is not None:
-        bc, bt = sub.get("bytes_code"), sub.get("bytes_total")
-        if source is not None and _num(bc):
-            actual = len(source.encode("utf-8"))
-            if bc < actual:
-                add(Finding(
-                    "bytes_code_mismatch", ERROR,
-                    f"bytes_code {bc:,} < UTF-8 size of train_gpt.py {actual:,}; count the shipped file's bytes",
-                    file="submission.json",
-                ))  # fmt: skip
-            elif bc > actual:
-                add(Finding(
-                    "bytes_code_mismatch", WARNING,
-                    f"bytes_code {bc:,} > UTF-8 size of train_gpt.py {actual:,}; was a different file run?",
-                    file="submission.json",
-                ))  # fmt: skip
-        if _num(bt):
-            if bt > cap:
-                add(Finding(
-                    "over_byte_cap", ERROR,
-                    f"bytes_total {bt:,} exceeds the {cap:,}-byte cap; shrink the artifact or code",
-                    file="submission.json",
-                ))  # fmt: skip
-            if _num(bc) and bt < bc:
-                add(Finding("bytes_total_below_code", ERROR, f"bytes_total {bt:,} < bytes_code {bc:,}",
-                            file="submission.json"))  # fmt: skip
-        for seed, res in (sub.get("seed_results") or {}).items() if isinstance(sub.get("seed_results"), dict) else []:
-            ab = res.get("artifact_bytes") if isinstance(res, dict) else None
-            if _num(ab) and ab > cap:
-                add(Finding("over_byte_cap", ERROR, f"seed {seed}: artifact_bytes {ab:,} exceeds the cap {cap:,}",
-                            file="submission.json"))  # fmt: skip
-
-    # logs
-    def rel(p: str) -> str:
-        try:
-            return str(Path(p).relative_to(folder))
-        except ValueError:
-            return p
-
-    logs: list[LogSummary] = []
-    for lp in log_paths:
-        text, err = _read_text(lp)
-        if text is None:
-            add(Finding("unreadable_log", ERROR, err or "unreadable", file=rel(str(lp))))
-            continue
-        logs.append(parse_train_log(text, str(lp)))
-    report.findings.extend(_log_checks(logs, cap, rel, source))
-    scored = [lg for lg in logs if lg.val_bpb is not None and math.isfinite(lg.val_bpb)]
-    if sub is not None and _num(sub.get("val_bpb")) and scored:
-        claimed = float(sub["val_bpb"])
-        mean = sum(lg.val_bpb for lg in scored) / len(scored)  # type: ignore[misc]
-        if abs(mean - claimed) <= 1e-4:
-            pass
-        elif any(abs(lg.val_bpb - claimed) <= 1e-4 for lg in scored):  # type: ignore[operator]
-            add(Finding(
-                "val_bpb_not_mean", WARNING,
-                f"val_bpb {claimed} matches one seed's log but not the mean over {len(scored)} logs "
-                f"({mean:.8f}); report the mean of all seeds",
-                file="submission.json",
-            ))  # fmt: skip
-        else:
-            add(Finding(
-                "val_bpb_mismatch", ERROR,
-                f"val_bpb {claimed} matches neither the logs' mean ({mean:.8f}) nor any seed's final *_exact "
-                "line; report what the logs show",
-                file="submission.json",
-            ))  # fmt: skip
-    if sub is not None and isinstance(sub.get("seed_results"), dict):
-        by_seed = {lg.seed: lg for lg in logs if lg.seed is not None}
-        for seed_key, res in sub["seed_results"].items():
-            try:
-                seed = int(seed_key)
-            except (TypeError, ValueError):
-                continue
-            lg = by_seed.get(seed)
-            if lg is None:
-                add(Finding("seed_log_missing", WARNING, f"seed {seed} has results but no log with `seed:{seed}`",
-                            file="submission.json"))  # fmt: skip
-                continue
-            if isinstance(res, dict) and _num(res.get("val_bpb")) and lg.val_bpb is not None:
-                if abs(float(res["val_bpb"]) - lg.val_bpb) > 1e-4:
-                    add(Finding(
-                        "seed_result_mismatch", ERROR,
-                        f"seed {seed}: val_bpb {res['val_bpb']} in submission.json vs {lg.val_bpb} in its log",
-                        file="submission.json",
-                    ))  # fmt: skip
-            if isinstance(res, dict) and _num(res.get("steps")) and lg.steps is not None:
-                if int(res["steps"]) != lg.steps:
-                    add(Finding(
-                        "seed_result_mismatch", ERROR,
-                        f"seed {seed}: steps {res['steps']} in submission.json vs {lg.steps} in its log (#86)",
-                        file="submission.json",
-                    ))  # fmt: skip
-    is_record_track = Path(track_name).name in RECORD_TRACKS | {"10min_16mb", "30min_2mb_local"}
-    seeds = {lg.seed for lg in logs if lg.seed is not None}
-    n_runs = len(seeds) if seeds else len(logs)
-    if is_record_track and logs and n_runs < 3:
-        add(Finding(
-            "few_seeds", WARNING,
-            f"{n_runs} seed log(s) for a record-track claim; significance (p < 0.01) usually needs >= 3 seeds",
-        ))  # fmt: skip
-
-    if source is not None:
-        for f in audit_source(source):
-            report.findings.append(Finding(f.code, f.severity, f.message, f.line, "train_gpt.py"))
+    rec = _Record(folder, track_name, cap, source, sub, logs)
+    for check in RECORD_CHECKS:
+        report.findings.extend(check(rec))
     return report
 
 
@@ -2008,132 +2071,117 @@ def _flag_findings(flags: object, origin: str, notes: object = None) -> Iterator
         yield Finding("runner_flag", sev or RUNNER_FLAG_SEVERITY.get(code, ERROR), f"{code}: {msg}", file=origin)
 
 
+def _load_json(path: Path, missing: Finding | None) -> tuple[object, list[Finding]]:
+    """(value, findings) for an optional/required JSON file; value is None when absent or invalid."""
+    if not path.is_file():
+        return None, [missing] if missing else []
+    text, err = _read_text(path)
+    code = path.stem + "_json_invalid"
+    if text is None:
+        return None, [Finding(code, ERROR if missing else WARNING, err or "unreadable", file=path.name)]
+    try:
+        return json.loads(text), []
+    except json.JSONDecodeError as exc:
+        return None, [Finding(code, ERROR if missing else WARNING, f"not valid JSON ({exc.msg})", file=path.name)]
+
+
+def _run_result_checks(result: dict) -> Iterator[Finding]:
+    for key in ("val_loss", "val_bpb", "bytes_total", "bytes_code"):
+        if key not in result:
+            yield Finding("result_missing_field", ERROR, f"{key!r} missing", file="result.json")
+        elif result[key] is not None and not _num(result[key]):
+            yield Finding("result_bad_type", ERROR, f"{key!r} is {type(result[key]).__name__}", file="result.json")
+    vb = result.get("val_bpb")
+    if _num(vb) and not math.isfinite(vb):
+        yield Finding("nonfinite_score", ERROR, f"val_bpb is {vb}", file="result.json")
+
+
+def _run_byte_checks(folder: Path, source: str | None, result: dict | None, cap: int) -> Iterator[Finding]:
+    """Recount code + artifact bytes from the files and compare with result.json and the cap."""
+    artifact = _find_artifact(folder, result)
+    if artifact is None:
+        yield Finding("missing_artifact", ERROR, "no artifact (*.ptz) in the run folder; bytes cannot be recounted")
+    code = len(source.encode("utf-8")) if source is not None else None
+    model = artifact.stat().st_size if artifact is not None else None
+    recount = code + model if code is not None and model is not None else None
+    res = result or {}
+    for key, actual, what in (("bytes_code", code, "train_gpt.py"), ("bytes_model", model, "the artifact file"),
+                              ("bytes_total", recount, "code + artifact")):  # fmt: skip
+        claimed = res.get(key)
+        if actual is not None and _num(claimed) and claimed != actual:
+            yield Finding(f"{key}_mismatch", ERROR, f"result {key} {claimed:,} vs recounted {actual:,} ({what})",
+                          file="result.json")  # fmt: skip
+    total = recount if recount is not None else res.get("bytes_total")
+    if _num(total) and total > cap:
+        yield Finding("over_byte_cap", ERROR, f"total {total:,} bytes exceeds the {cap:,}-byte cap")
+
+
+def _run_log_checks(folder: Path, source: str | None, result: dict | None, cap: int) -> Iterator[Finding]:
+    paths = [folder / "train.log"] if (folder / "train.log").is_file() else _find_logs(folder)
+    if not paths:
+        yield Finding("missing_train_log", ERROR, "train.log is missing; the run's full log must be kept")
+    logs = [parse_train_log(text, str(p)) for p in paths if (text := _read_text(p)[0]) is not None]
+    yield from _log_checks(logs, cap, lambda p: Path(p).name, source)
+    claimed = (result or {}).get("val_bpb")
+    if _num(claimed):
+        for lg in logs:
+            if lg.val_bpb is not None and abs(lg.val_bpb - float(claimed)) > 1e-6:
+                msg = f"log's final val_bpb {lg.val_bpb} vs result.json {claimed}"
+                yield Finding("log_result_mismatch", ERROR, msg, file=Path(lg.path).name)
+
+
+def _runner_checks(folder: Path, result: dict | None) -> Iterator[Finding]:
+    """Runner flags (outcome.json / flags.json / result.json), its status, and secrets in env.json."""
+    if result is not None and "flags" in result:
+        yield from _flag_findings(result["flags"], "result.json")
+    outcome, found = _load_json(folder / "outcome.json", None)
+    yield from found
+    if isinstance(outcome, dict):
+        yield from _flag_findings(outcome.get("flags") or [], "outcome.json", outcome.get("notes"))
+        status = outcome.get("status")
+        if isinstance(status, str) and status.lower() != "ok":
+            yield Finding("run_not_ok", ERROR, f"runner status {status!r}: {outcome.get('error') or 'see train.log'}",
+                          file="outcome.json")  # fmt: skip
+    flags, found = _load_json(folder / "flags.json", None)
+    yield from found
+    if flags is not None:
+        yield from _flag_findings(flags, "flags.json")
+    env, found = _load_json(folder / "env.json", None)
+    yield from found
+    for key in env if isinstance(env, dict) else ():
+        if SECRET_RE.search(str(key)):
+            yield Finding("secret_in_env", ERROR,
+                          f"{key!r} was in the candidate's environment; credentials must never reach a run",
+                          file="env.json")  # fmt: skip
+
+
 def audit_run_dir(path: str | Path, byte_cap: int | None = None) -> AuditReport:
     """Audit a pgolf run folder (harness/runner.py layout): train_gpt.py, result.json, train.log, the
     artifact, plus the runner's flags from outcome.json / flags.json / result.json["flags"] and env.json."""
     folder = Path(path)
     report = AuditReport([], str(folder), "run")
-    add = report.findings.append
-    cap = byte_cap or DEFAULT_CAP
     if not folder.is_dir():
-        add(Finding("folder_missing", ERROR, f"{folder} is not a directory; pass a run folder"))
+        report.findings.append(Finding("folder_missing", ERROR, f"{folder} is not a directory; pass a run folder"))
         return report
-
-    source: str | None = None
-    script = folder / "train_gpt.py"
-    if not script.is_file():
-        add(Finding("missing_train_gpt", ERROR, "train_gpt.py is missing; the run folder must hold the exact code"))
-    else:
-        try:
-            source = script.read_bytes().decode("utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            add(Finding("unreadable_train_gpt", ERROR, f"cannot read train_gpt.py as UTF-8 ({exc})"))
-
-    result: dict | None = None
-    rpath = folder / "result.json"
-    if not rpath.is_file():
-        add(Finding("missing_result_json", ERROR, "result.json is missing; the run did not finish or crashed"))
-    else:
-        text, err = _read_text(rpath)
-        try:
-            result = json.loads(text) if text is not None else None
-        except json.JSONDecodeError as exc:
-            add(Finding("result_json_invalid", ERROR, f"not valid JSON ({exc.msg})", file="result.json"))
-        if err:
-            add(Finding("result_json_invalid", ERROR, err, file="result.json"))
-        if result is not None and not isinstance(result, dict):
-            add(Finding("result_json_invalid", ERROR, "top level must be a JSON object", file="result.json"))
-            result = None
+    cap = byte_cap or DEFAULT_CAP
+    source, found = _load_source(folder)
+    report.findings += found
+    missing = Finding("missing_result_json", ERROR, "result.json is missing; the run did not finish or crashed")
+    result, found = _load_json(folder / "result.json", missing)
+    report.findings += found
+    if result is not None and not isinstance(result, dict):
+        report.findings.append(Finding("result_json_invalid", ERROR, "top level must be a JSON object",
+                                       file="result.json"))  # fmt: skip
+        result = None
     if result is not None:
-        for key in ("val_loss", "val_bpb", "bytes_total", "bytes_code"):
-            if key not in result:
-                add(Finding("result_missing_field", ERROR, f"{key!r} missing", file="result.json"))
-            elif result[key] is not None and not _num(result[key]):
-                add(Finding("result_bad_type", ERROR, f"{key!r} is {type(result[key]).__name__}",
-                            file="result.json"))  # fmt: skip
-        vb = result.get("val_bpb")
-        if _num(vb) and not math.isfinite(vb):
-            add(Finding("nonfinite_score", ERROR, f"val_bpb is {vb}", file="result.json"))
-
-    artifact = _find_artifact(folder, result)
-    code_bytes = len(source.encode("utf-8")) if source is not None else None
-    model_bytes = artifact.stat().st_size if artifact is not None else None
-    if artifact is None:
-        add(Finding("missing_artifact", ERROR, "no artifact (*.ptz) in the run folder; bytes cannot be recounted"))
-    if result is not None:
-        if code_bytes is not None and _num(result.get("bytes_code")) and result["bytes_code"] != code_bytes:
-            add(Finding("bytes_code_mismatch", ERROR,
-                        f"result bytes_code {result['bytes_code']:,} vs train_gpt.py {code_bytes:,}",
-                        file="result.json"))  # fmt: skip
-        if model_bytes is not None and _num(result.get("bytes_model")) and result["bytes_model"] != model_bytes:
-            add(Finding("bytes_model_mismatch", ERROR,
-                        f"result bytes_model {result['bytes_model']:,} vs artifact file {model_bytes:,}",
-                        file="result.json"))  # fmt: skip
-        if code_bytes is not None and model_bytes is not None and _num(result.get("bytes_total")):
-            if result["bytes_total"] != code_bytes + model_bytes:
-                add(Finding("bytes_total_mismatch", ERROR,
-                            f"result bytes_total {result['bytes_total']:,} vs recounted "
-                            f"{code_bytes + model_bytes:,} (code + artifact)", file="result.json"))  # fmt: skip
-    recount = (code_bytes + model_bytes) if code_bytes is not None and model_bytes is not None else None
-    total = recount if recount is not None else (result or {}).get("bytes_total")
-    if _num(total) and total > cap:
-        add(Finding("over_byte_cap", ERROR, f"total {total:,} bytes exceeds the {cap:,}-byte cap"))
-
-    log_paths = [folder / "train.log"] if (folder / "train.log").is_file() else _find_logs(folder)
-    if not log_paths:
-        add(Finding("missing_train_log", ERROR, "train.log is missing; the run's full log must be kept"))
-    logs = []
-    for lp in log_paths:
-        text, err = _read_text(lp)
-        if text is not None:
-            logs.append(parse_train_log(text, str(lp)))
-    report.findings.extend(_log_checks(logs, cap, lambda p: Path(p).name, source))
-    if result is not None and _num(result.get("val_bpb")):
-        for lg in logs:
-            if lg.val_bpb is not None and abs(lg.val_bpb - float(result["val_bpb"])) > 1e-6:
-                add(Finding("log_result_mismatch", ERROR,
-                            f"log's final val_bpb {lg.val_bpb} vs result.json {result['val_bpb']}",
-                            file=Path(lg.path).name))  # fmt: skip
-
-    if result is not None and "flags" in result:
-        report.findings.extend(_flag_findings(result["flags"], "result.json"))
-    opath = folder / "outcome.json"  # harness/runner.py's verdict: flags + "name: note" lines
-    if opath.is_file():
-        text, _ = _read_text(opath)
-        try:
-            outcome = json.loads(text or "null")
-        except json.JSONDecodeError:
-            outcome = None
-            add(Finding("outcome_json_invalid", WARNING, "outcome.json is not valid JSON", file="outcome.json"))
-        if isinstance(outcome, dict):
-            report.findings.extend(_flag_findings(outcome.get("flags") or [], "outcome.json", outcome.get("notes")))
-            status = outcome.get("status")
-            if isinstance(status, str) and status not in ("ok", "OK"):
-                add(Finding("run_not_ok", ERROR, f"runner status {status!r}: {outcome.get('error') or 'see train.log'}",
-                            file="outcome.json"))  # fmt: skip
-    fpath = folder / "flags.json"
-    if fpath.is_file():
-        text, _ = _read_text(fpath)
-        try:
-            report.findings.extend(_flag_findings(json.loads(text or "null"), "flags.json"))
-        except json.JSONDecodeError:
-            add(Finding("flags_json_invalid", WARNING, "flags.json is not valid JSON", file="flags.json"))
-    epath = folder / "env.json"
-    if epath.is_file():
-        text, _ = _read_text(epath)
-        try:
-            env = json.loads(text or "{}")
-        except json.JSONDecodeError:
-            env = {}
-        if isinstance(env, dict):
-            for key in env:
-                if SECRET_RE.search(str(key)):
-                    add(Finding("secret_in_env", ERROR,
-                                f"{key!r} was in the candidate's environment; credentials must never reach a run",
-                                file="env.json"))  # fmt: skip
+        report.findings.extend(_run_result_checks(result))
+    report.findings.extend(_run_byte_checks(folder, source, result, cap))
+    report.findings.extend(_run_log_checks(folder, source, result, cap))
+    report.findings.extend(_runner_checks(folder, result))
     if source is not None:
-        for f in audit_source(source):
-            report.findings.append(Finding(f.code, f.severity, f.message, f.line, "train_gpt.py"))
+        report.findings.extend(
+            Finding(f.code, f.severity, f.message, f.line, "train_gpt.py") for f in audit_source(source)
+        )
     return report
 
 

@@ -1,0 +1,71 @@
+"""The search space: numeric knobs (Optuna distributions) and the pre-flight artifact-size estimator.
+
+knobs          discover_knobs(source) -> [KnobSpec]; the curated ranges (knobs.toml); SearchSpace
+size_estimate  count_params(env), estimate_artifact_bytes(env, code_bytes, calibration), calibrate
+"""
+
+from search_space.knobs import (
+    GROUPS,
+    OFFICIAL_DEFAULTS,
+    SIZE_GROUPS,
+    ConstraintError,
+    KnobRange,
+    KnobSpec,
+    SearchSpace,
+    constraint_violations,
+    curated_ranges,
+    discover_knobs,
+    format_env_value,
+    never_reason,
+    never_searched,
+    parse_env_value,
+)
+from search_space.size_estimate import (
+    BASELINE_CODE_BYTES,
+    BASELINE_MODEL_BYTES,
+    BASELINE_PARAMS,
+    BASELINE_TOTAL_BYTES,
+    Calibration,
+    Payload,
+    SizeCost,
+    SizeEstimate,
+    TensorSpec,
+    calibrate,
+    count_params,
+    default_calibration,
+    estimate_artifact_bytes,
+    model_tensors,
+    payload_bytes,
+)
+
+__all__ = [
+    "BASELINE_CODE_BYTES",
+    "BASELINE_MODEL_BYTES",
+    "BASELINE_PARAMS",
+    "BASELINE_TOTAL_BYTES",
+    "GROUPS",
+    "OFFICIAL_DEFAULTS",
+    "SIZE_GROUPS",
+    "Calibration",
+    "ConstraintError",
+    "KnobRange",
+    "KnobSpec",
+    "Payload",
+    "SearchSpace",
+    "SizeCost",
+    "SizeEstimate",
+    "TensorSpec",
+    "calibrate",
+    "constraint_violations",
+    "count_params",
+    "curated_ranges",
+    "default_calibration",
+    "discover_knobs",
+    "estimate_artifact_bytes",
+    "format_env_value",
+    "model_tensors",
+    "never_reason",
+    "never_searched",
+    "parse_env_value",
+    "payload_bytes",
+]

@@ -147,6 +147,12 @@ def test_sliding_window_eval_is_no_worse_than_disjoint_windows(baseline, python,
     assert ev.result["val_bpb"] <= baseline.result["val_bpb"] + 1e-3  # every target keeps >= 96 tokens of context
 
 
+def test_eval_only_with_a_different_shape_is_a_one_line_error(baseline, python, trainer_env, tmp_path):
+    ev = run_trainer(python, trainer_env, tmp_path, EVAL_ONLY=1, ARTIFACT_PATH=baseline.cwd / "final_model.int8.ptz")
+    err = ev.proc.stderr.strip().splitlines()
+    assert ev.proc.returncode == 2 and len(err) == 1 and "cannot load artifact" in err[0] and "size mismatch" in err[0]
+
+
 def test_wallclock_cap_stops_training(python, trainer_env, tmp_path):
     run = run_trainer(python, trainer_env, tmp_path, ITERATIONS=100_000, MAX_WALLCLOCK_SECONDS=1, WARMUP_STEPS=0)
     assert run.proc.returncode == 0, run.proc.stderr[-3000:]

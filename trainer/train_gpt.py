@@ -492,7 +492,7 @@ def main():
         try:
             base_model.load_state_dict(dequantize_int8(torch.load(io.BytesIO(zlib.decompress(blob)), map_location="cpu")))
         except Exception as e:  # corrupt file or a different model shape
-            fail(f"cannot load artifact {h.artifact_path} ({type(e).__name__}: {str(e).strip().splitlines()[0][:200]}); "
+            fail(f"cannot load artifact {h.artifact_path} ({type(e).__name__}: {' '.join(str(e).split())[:160]}); "
                  "check ARTIFACT_PATH and use the shape env vars it was trained with")
         sync()
         t = time.perf_counter()

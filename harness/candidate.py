@@ -6,19 +6,11 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from agents.patches import diff_hash as patch_fingerprint  # changed lines only: header/context noise is no new idea
+
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def patch_fingerprint(patch: str) -> str:
-    """Hash of a patch's changed lines only, so header noise or context width do not make a new idea."""
-    changed = [
-        line.rstrip()
-        for line in patch.replace("\r\n", "\n").splitlines()
-        if line[:1] in "+-" and not line.startswith(("+++", "---")) and line[1:].strip()
-    ]
-    return sha256_text("\n".join(changed))[:16]
 
 
 @dataclass(frozen=True)

@@ -134,6 +134,8 @@ class SearchConfig:
     eta: float = 3.0  # default successive-halving reduction when a rung does not set keep
     queue_depth: float = 2.0  # queued runs per free slot, so GPUs never idle while candidates wait
     grace_s: float = 30.0
+    author: str = ""  # for submission.json of promoted records
+    github_id: str = ""
     budget: Budget = field(default_factory=Budget)
     proposers: ProposerShares = field(default_factory=ProposerShares)
     promotion: Promotion = field(default_factory=Promotion)

@@ -96,52 +96,61 @@ class Search:
 
     # --- set-up ---------------------------------------------------------------------------
     def _setup_proposers(self) -> None:
+        from search_space.techniques import load_catalog
+
+        from agents.catalog import CatalogProposer
         from search_space.knobs import SearchSpace
 
         cfg = self.cfg
         self.preflight = Preflight(self.baseline_source, self.track.env, self.track.byte_cap, self._calibration)
         self.study = open_study(self.store.db_path, cfg.name, cfg.seed, pareto=cfg.objective == "pareto")
-        space = SearchSpace.from_source(self.baseline_source, include=cfg.knobs.include, exclude=cfg.knobs.exclude,
-                                        ranges=cfg.knobs.ranges)
+        self.space = SearchSpace.from_config(self.baseline_source, cfg.knobs, base_env=self.track.env)
+        catalog = load_catalog()
         self.proposers: dict[str, object] = {}
+        self.optuna = None
         if cfg.proposers.optuna > 0:
-            self.optuna = OptunaProposer(self.study, space, self.track.byte_cap)
+            self.optuna = OptunaProposer(self.study, self.space, self.track.byte_cap)
             self.proposers["optuna"] = self.optuna
-        else:
-            self.optuna = None
-        if cfg.proposers.catalog > 0:
-            from agents.catalog import CatalogProposer
-            from search_space.techniques import load_catalog
-
-            self.proposers["catalog"] = CatalogProposer(load_catalog(), self.preflight)
         if cfg.proposers.llm > 0:
-            from agents.llm import make_proposer
-            from search_space.techniques import load_catalog
+            from agents.llm import Budget, LLMConfig, make_proposer
 
-            llm, reason = make_proposer(cfg.llm, self.preflight, on_event=self._llm_event, catalog=load_catalog())
+            spent = views.llm_spend(self.store)
+            budget = Budget(cfg.llm.max_total_tokens, cfg.llm.max_cost_usd, cfg.llm.price_per_1k_input,
+                            cfg.llm.price_per_1k_output,
+                            spent_tokens=int(spent.get("prompt_tokens", 0) + spent.get("completion_tokens", 0)),
+                            spent_usd=float(spent.get("cost_usd", 0.0)))
+            llm, reason = make_proposer(LLMConfig.coerce(cfg.llm), self.preflight, on_event=self._llm_event,
+                                        catalog=catalog, budget=budget)
             if llm is None:
                 self.announce(f"llm proposer off: {reason}; the catalog agent proposes instead")
                 self.store.event("llm_disabled", reason=reason)
-                if "catalog" not in self.proposers:
-                    from agents.catalog import CatalogProposer
-                    from search_space.techniques import load_catalog
-
-                    self.proposers["catalog"] = CatalogProposer(load_catalog(), self.preflight)
             else:
                 self.proposers["llm"] = llm
+        if cfg.proposers.catalog > 0 or "llm" not in self.proposers and cfg.proposers.llm > 0:
+            self.proposers["catalog"] = CatalogProposer(catalog, self.preflight, on_event=self._llm_event)
 
     def _llm_event(self, event: dict) -> None:
         self.store.add_llm_call(event)
+        if event.get("outcome") == "budget" and "catalog" not in self.proposers:
+            from search_space.techniques import load_catalog
+
+            from agents.catalog import CatalogProposer
+
+            self.announce("llm budget spent; the catalog agent takes over its share")
+            self.proposers["catalog"] = CatalogProposer(load_catalog(), self.preflight, on_event=self._llm_event)
 
     def _calibration(self):
         from search_space.size_estimate import Calibration
 
         data = self.store.get_meta("size_calibration")
-        return Calibration.from_dict(data) if data else None
+        return Calibration.from_dict(data) if data else None  # None = the official baseline's fit
 
     # --- shares ---------------------------------------------------------------------------
     def _share(self, name: str) -> float:
-        return float(getattr(self.cfg.proposers, name, 0.0))
+        share = float(getattr(self.cfg.proposers, name, 0.0))
+        if name == "catalog" and "llm" not in self.proposers:
+            share += self.cfg.proposers.llm  # the offline agent stands in for a missing or spent LLM
+        return share
 
     def _next_proposer(self) -> str | None:
         live = [n for n in self.proposers if self.exhausted.get(n, 0) < time.time()]
@@ -242,14 +251,15 @@ class Search:
     def _after_run(self, run, o: RunOutcome) -> None:
         cand = self.store.candidate(run.candidate_id)
         ok = o.status == RunStatus.OK and o.val_bpb is not None
-        if ok and not cand.patch and o.bytes_model:
+        top_rung = run.rung_index == len(self.track.rungs) - 1
+        if ok and top_rung and not cand.patch and o.bytes_model:  # calibrate on what the cap is checked against
             self._add_calibration_point({**self.track.env, **cand.env, **self.track.rungs[run.rung_index].env},
                                         o.bytes_model)
         if cand.kind != "search" or run.seed != SEARCH_SEED:
             return
         if ok and self.optuna and cand.trial_number is not None:
             self.optuna.report(cand.trial_number, run.rung_index, 0, o.val_bpb)
-        top = run.rung_index == len(self.track.rungs) - 1
+        top = top_rung
         if not ok or top:
             if cand.trial_number is not None and self.optuna:
                 self.optuna.finish(cand.trial_number, o.val_bpb if ok else None, o.bytes_total, completed=ok and top)
@@ -313,8 +323,9 @@ class Search:
             if name is None:
                 break
             attempts += 1
+            want = max(1, min(self.cfg.llm.concurrency, target - pending - added)) if name == "llm" else 1
             try:
-                props = self.proposers[name].propose(self.view(), 1)
+                props = self.proposers[name].propose(self.view(), want)
             except Exception as e:  # a proposer bug must not end an overnight search
                 self.store.event("proposer_error", proposer=name, error=f"{type(e).__name__}: {e}")
                 self.exhausted[name] = time.time() + 300

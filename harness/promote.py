@@ -9,6 +9,7 @@ because every phase is derived from what the store already holds.
 from __future__ import annotations
 
 import datetime as dt
+import json
 import re
 from pathlib import Path
 
@@ -17,6 +18,13 @@ from harness.candidate import Candidate
 from harness.proposals import Proposal
 
 CONFIRM_SEED_BASE = 1  # fresh seeds 1..N, never the search seed 1337
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
 
 
 def split_hunks(patch: str) -> tuple[str, list[str]]:
@@ -193,7 +201,8 @@ class Promoter:
         cand_runs, ref_runs = self._seed_runs(winner), self._seed_runs(ref)
         ok = lambda rs: [r for r in rs if r.status == "ok" and r.val_loss is not None]  # noqa: E731
         j = judge([r.val_loss for r in ok(cand_runs)], [r.val_loss for r in ok(ref_runs)],
-                  margin_nats=self.cfg.margin_nats, alpha=self.cfg.alpha, min_seeds=self.cfg.seeds)
+                  margin_nats=self.cfg.margin_nats, alpha=self.cfg.alpha, min_seeds=self.cfg.seeds,
+                  candidate_bpb=[r.val_bpb for r in ok(cand_runs)], reference_bpb=[r.val_bpb for r in ok(ref_runs)])
         blockers = self._blockers(cand_runs)
         verdict = str(getattr(j.verdict, "value", j.verdict))
         reason = j.reason if not blockers else f"{j.reason}; blocked: {'; '.join(blockers)}"
@@ -244,14 +253,22 @@ class Promoter:
         techniques = list(c.techniques)
         what = ", ".join(techniques) if techniques else (c.rationale or "tuned knobs")
         env_desc = " ".join(f"{k}={v}" for k, v in sorted(c.env.items()))
+        top = self.track.top_rung
+        result = _read_json(Path(cand_runs[0].run_dir) / "result.json")
+        run_env = " ".join(f"{k}={v}" for k, v in sorted({**self.track.env, **c.env, **top.env}.items()))
+        launcher = f"torchrun --standalone --nproc_per_node={top.gpus}" if top.gpus > 1 else "python3"
+        name = slugify(what) if techniques else f"Tuned {slugify(env_desc)[:40]}"
         meta = RecordMeta(
-            name=slugify(what) if techniques else f"Tuned {slugify(env_desc)[:40]}",
-            author="pgolf", github_id="", blurb=f"{what}; found by pgolf search '{self.s.cfg.name}'",
-            track=self.track.records_folder.removeprefix("track_"), hardware=self.track.hardware,
-            rationale=c.rationale, env=dict(c.env), byte_cap=self.track.byte_cap,
+            author=self.s.cfg.author or "pgolf", github_id=self.s.cfg.github_id, name=name,
+            blurb=f"{what}; found by pgolf search '{self.s.cfg.name}'", rationale=c.rationale,
+            hardware=self.track.hardware, pytorch_version=str(result.get("torch_version", "")),
+            command=f"{run_env} {launcher} train_gpt.py", env=dict(c.env), track=self.track.records_folder,
+            byte_cap=self.track.byte_cap, train_time_cap_s=self.track.time_cap_s,
+            eval_time_cap_s=self.track.eval_cap_s, techniques=tuple(techniques),
+            credits=f"candidate {winner} ({c.proposer}), parents {', '.join(c.parents) or '-'}",
         )
         date = dt.date.today().isoformat()
-        return write_record(Path(self.s.cfg.records), self.track.records_folder, date, slugify(meta.name), source,
+        return write_record(Path(self.s.cfg.records), self.track.records_folder, date, slugify(name), source,
                             c.patch, [seed_run(r) for r in cand_runs], [seed_run(r) for r in ref_runs],
                             judgement, meta)
 

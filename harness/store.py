@@ -101,7 +101,8 @@ CREATE TABLE IF NOT EXISTS llm_calls (
     outcome TEXT NOT NULL,
     reason TEXT NOT NULL DEFAULT '',
     patch_hash TEXT,
-    prompt_hash TEXT
+    prompt_hash TEXT,
+    extra TEXT NOT NULL DEFAULT '{}'    -- the rest of the attempt: redacted answer, patch, turn, retry, ...
 );
 CREATE TABLE IF NOT EXISTS judgements (
     candidate_id TEXT PRIMARY KEY,
@@ -134,7 +135,7 @@ class Row:
             raise AttributeError(name) from None
 
 
-_JSON_COLUMNS = {"env", "parents", "techniques", "flags", "data", "gpu_ids"}
+_JSON_COLUMNS = {"env", "parents", "techniques", "flags", "data", "gpu_ids", "extra"}
 
 
 def _row(r: sqlite3.Row) -> Row:
@@ -353,17 +354,16 @@ class Store:
 
     # --- llm ------------------------------------------------------------------------------
     def add_llm_call(self, e: dict[str, Any]) -> None:
+        """One agent attempt (an LLM call or a catalog proposal), with its tokens, cost and outcome."""
         keys = ("proposer", "role", "model", "prompt_tokens", "completion_tokens", "cost_usd", "latency_s",
                 "outcome", "reason", "patch_hash", "prompt_hash")
         row = {k: e.get(k) for k in keys}
-        row["prompt_tokens"] = row["prompt_tokens"] or 0
-        row["completion_tokens"] = row["completion_tokens"] or 0
-        row["cost_usd"] = row["cost_usd"] or 0.0
-        row["reason"] = row["reason"] or ""
-        row["outcome"] = row["outcome"] or "unknown"
+        row.update(prompt_tokens=row["prompt_tokens"] or 0, completion_tokens=row["completion_tokens"] or 0,
+                   cost_usd=row["cost_usd"] or 0.0, reason=row["reason"] or "", outcome=row["outcome"] or "unknown")
+        extra = {k: v for k, v in e.items() if k not in keys}
         self.conn.execute(
-            f"INSERT INTO llm_calls(ts, {', '.join(keys)}) VALUES (?, {', '.join('?' * len(keys))})",
-            (time.time(), *row.values()),
+            f"INSERT INTO llm_calls(ts, {', '.join(keys)}, extra) VALUES (?, {', '.join('?' * len(keys))}, ?)",
+            (time.time(), *row.values(), _json(extra)),
         )
 
     # --- judgements -----------------------------------------------------------------------

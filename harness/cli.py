@@ -63,12 +63,15 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from data import cli as data_cli
-    from harness import audit, runs_cmd
+    from harness import audit, dash, export, plot, runs_cmd
 
     parser = argparse.ArgumentParser(prog="pgolf", description="Agent-driven search for Parameter Golf submissions")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_search(sub)
     runs_cmd.add_parser(sub)
+    dash.add_parser(sub)
+    plot.add_parser(sub)
+    export.add_parser(sub)
     audit.add_parser(sub)
     data_cli.add_parser(sub)
     return parser

@@ -40,6 +40,8 @@ CREATE TABLE IF NOT EXISTS candidates (
     reason TEXT NOT NULL DEFAULT '',
     estimated_bytes INTEGER
 );
+-- the dashboard's one grouped pass over candidates; without it a scan wades through multi-kB patches
+CREATE INDEX IF NOT EXISTS candidates_summary ON candidates(kind, state, proposer, id);
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     candidate_id TEXT NOT NULL REFERENCES candidates(id),

@@ -96,16 +96,13 @@ class Search:
 
     # --- set-up ---------------------------------------------------------------------------
     def _setup_proposers(self) -> None:
-        from search_space.techniques import load_catalog
-
-        from agents.catalog import CatalogProposer
         from search_space.knobs import SearchSpace
 
         cfg = self.cfg
         self.preflight = Preflight(self.baseline_source, self.track.env, self.track.byte_cap, self._calibration)
         self.study = open_study(self.store.db_path, cfg.name, cfg.seed, pareto=cfg.objective == "pareto")
         self.space = SearchSpace.from_config(self.baseline_source, cfg.knobs, base_env=self.track.env)
-        catalog = load_catalog()
+        catalog = self._catalog() if cfg.proposers.catalog > 0 or cfg.proposers.llm > 0 else []
         self.proposers: dict[str, object] = {}
         self.optuna = None
         if cfg.proposers.optuna > 0:
@@ -127,7 +124,17 @@ class Search:
             else:
                 self.proposers["llm"] = llm
         if cfg.proposers.catalog > 0 or "llm" not in self.proposers and cfg.proposers.llm > 0:
-            self.proposers["catalog"] = CatalogProposer(catalog, self.preflight, on_event=self._llm_event)
+            self._add_catalog_proposer(catalog)
+
+    def _catalog(self) -> list:
+        from search_space.techniques import load_catalog
+
+        return load_catalog()
+
+    def _add_catalog_proposer(self, catalog: list) -> None:
+        from agents.catalog import CatalogProposer
+
+        self.proposers["catalog"] = CatalogProposer(catalog, self.preflight, on_event=self._llm_event)
 
     def _llm_event(self, event: dict) -> None:
         self.store.add_llm_call(event)
@@ -295,22 +302,19 @@ class Search:
 
     def promote_rungs(self, draining: bool) -> None:
         """Asynchronous successive halving: a rung's top `keep` fraction goes up a rung."""
+        ranked_kinds = ("search", "reference")
         for i, rung in enumerate(self.track.rungs[:-1]):
             scores = views.rung_scores(self.store, rung.name, SEARCH_SEED)
-            eligible = {}
-            for cid, v in scores.items():
-                c = self.store.candidate(cid)
-                if c.state == "active" and c.kind in ("search", "reference"):
-                    eligible[cid] = v
+            cands = {cid: self.store.candidate(cid) for cid in scores}
+            scores = {cid: v for cid, v in scores.items() if cands[cid].kind in ranked_kinds}
             n_done = len(scores)
             k = math.ceil(n_done * rung.keep) if draining else math.floor(n_done * rung.keep + 1e-9)
-            ranked = sorted((cid for cid in eligible if self.store.candidate(cid).kind == "search"),
-                            key=lambda c: eligible[c])
+            ranked = sorted((cid for cid in scores if cands[cid].kind == "search" and cands[cid].state == "active"),
+                            key=lambda c: scores[c])
             for cid in ranked[:k]:
                 self.enqueue(cid, i + 1, SEARCH_SEED, "search")
-            ref = self.reference_id
-            if ref in eligible:
-                self.enqueue(ref, i + 1, SEARCH_SEED, "reference")
+            if self.reference_id in scores:
+                self.enqueue(self.reference_id, i + 1, SEARCH_SEED, "reference")
 
     def refill(self) -> int:
         pending = len(self.store.runs(status="queued"))

@@ -45,6 +45,7 @@ class OptunaProposer:
         self.byte_cap = byte_cap
         self.pareto = len(study.directions) > 1
         self._trials: dict[int, optuna.trial.Trial] = {}
+        self._reported: set[tuple[int, int]] = set()  # progress arrives every tick; Optuna takes a step once
 
     # --- Proposer protocol ----------------------------------------------------------------
     def propose(self, view: SearchView, n: int) -> list[Proposal]:
@@ -82,9 +83,11 @@ class OptunaProposer:
     def report(self, number: int, rung_index: int, step: int, val_bpb: float) -> bool:
         """Report an intermediate value; True when the pruner says this run should stop."""
         trial = self._trial(number)
-        if trial is None or self.pareto or not math.isfinite(val_bpb):
+        key = (number, rung_index * RUNG_STEP + step)
+        if trial is None or self.pareto or not math.isfinite(val_bpb) or key in self._reported:
             return False
-        trial.report(val_bpb, rung_index * RUNG_STEP + step)
+        self._reported.add(key)
+        trial.report(val_bpb, key[1])
         return trial.should_prune()
 
     def finish(self, number: int, val_bpb: float | None, bytes_total: int | None, completed: bool) -> None:

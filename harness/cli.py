@@ -63,12 +63,13 @@ def _add_search(sub: argparse._SubParsersAction) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     from data import cli as data_cli
-    from harness import audit, dash, export, plot, runs_cmd
+    from harness import audit, dash, export, plot, runs_cmd, techniques_cmd
 
     parser = argparse.ArgumentParser(prog="pgolf", description="Agent-driven search for Parameter Golf submissions")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_search(sub)
     runs_cmd.add_parser(sub)
+    techniques_cmd.add_parser(sub)
     dash.add_parser(sub)
     plot.add_parser(sub)
     export.add_parser(sub)

@@ -1,0 +1,714 @@
+"""Places training runs on a Ray cluster: an elastic pool of long-lived slot actors.
+
+Why actors and not a Ray task per run: on the 2-core CI machine a fresh task per 2 s run kept 32
+logical GPUs 16% busy (worker start-up bound), while long-lived actors kept them 99.1% busy
+(docs: DESIGN.md, "Ray"). So every GPU slot is a `_Slot` actor holding `k` GPUs (k = the run's
+GPU count) that runs one run at a time through `runner` (default `run_candidate`, which starts
+the trainer as a child process group, torchrun when k > 1) and is reused for the next run of
+the same size.
+
+Placement rules:
+
+* A run needing k GPUs gets ONE actor with num_gpus=k. Ray places an actor on a single node, so
+  a run never straddles nodes; a k larger than every node's GPU count is a ValueError at submit.
+  The executor picks the node itself (best fit, NodeAffinitySchedulingStrategy) and keeps its
+  own per-node ledger of GPUs and CPUs held by its actors; it assumes it is the only user of
+  the cluster's GPUs and that the cluster is static (nodes are re-read every few seconds).
+* GPU slots request num_cpus=`gpu_slot_cpus` (default 0): the GPU is the scarce resource and a
+  CI box has 2 CPUs next to 8 logical GPUs. CPU-only runs (gpus=0) get a slot with 1 CPU.
+* At most max(2, CPUs) actors start at once per node (`max_starting_per_node`): hundreds of
+  Python workers starting together on a small host thrash it and delay every one of them.
+* Elastic pool: an idle actor of the right size is reused; else a new one is created where the
+  run fits; else idle actors of other sizes that no queued run wants are killed to make room
+  (so 1-GPU and 8-GPU runs share 8 GPUs).
+* Order: priority (higher first), then submission order, with backfill: a run that does not fit
+  lets later runs start. The first blocked run counts how often it was passed over; after
+  `reserve_after_skips` it reserves the node closest to free: no other run may start there
+  until it fits (then idle actors of other sizes there are killed). One reservation per node.
+
+Failures: a slot process that dies mid-run (OOM kill, node loss, os.kill) surfaces through Ray's
+fault handling (RayActorError / WorkerCrashedError ...) on the run's future; the run comes back
+as a CRASH outcome whose error starts with "ray worker died:" so the loop can requeue it, and
+the dead slot is dropped from the pool. A bad run is the runner's business and never raises.
+
+Progress: the runner's on_progress dicts are kept by the slot and pushed, at most once per
+`progress_interval_s`, to one small `_ProgressBoard` actor; `progress()` is one round trip.
+
+Placement facts go into `outcome.result["placement"]`: node, hostname, node_id, gpu_ids,
+cuda_visible_devices, slot, pid, queue_wait_s, started_at, finished_at (wall clock of the slot's
+machine; queue_wait_s compares it with the driver's clock, fine on NTP-synced nodes).
+"""
+
+from __future__ import annotations
+
+import bisect
+import dataclasses
+import itertools
+import logging
+import os
+import re
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+# Read by Ray at import time. When the driver runs under `uv run`, Ray would otherwise start
+# every worker through `uv run` too (an environment resolve per actor: slow, and network).
+os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
+
+import ray  # noqa: E402
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
+
+from harness.runner import RunOutcome, RunSpec, RunStatus, run_candidate  # noqa: E402
+
+log = logging.getLogger(__name__)
+
+WORKER_DIED = "ray worker died"
+# Ray's ways of saying "the process (or node) running this is gone", as opposed to an error
+# raised by our own code inside the actor.
+_DIED_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
+                ray.exceptions.OutOfMemoryError, ray.exceptions.ObjectLostError,
+                ray.exceptions.ActorUnschedulableError, ray.exceptions.LocalRayletDiedError)
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_NODE_REFRESH_S = 5.0
+_SLOT_CONCURRENCY = 4  # run() in one thread; info()/cancel() answered by the others meanwhile
+
+Shape = tuple[int, float]  # (GPUs, CPUs) an actor holds
+
+
+def _first_line(e: BaseException, limit: int = 300, last: bool = False) -> str:
+    """One line for an outcome's error: the exception type and the first (or last) line of its text."""
+    text = [ln.strip() for ln in _ANSI.sub("", str(e)).splitlines() if ln.strip()]
+    line = f"{type(e).__name__}: {(text[-1] if last else text[0]) if text else ''}".strip().rstrip(":")
+    return line[:limit]
+
+
+def _ids(gpu_ids: list) -> list:
+    return [int(g) if str(g).isdigit() else g for g in gpu_ids]
+
+
+# --------------------------------------------------------------------------------------------
+# Actors
+# --------------------------------------------------------------------------------------------
+
+@ray.remote(num_cpus=0)
+class _ProgressBoard:
+    """Latest progress dict per running run, written by slots and read by the driver."""
+
+    def __init__(self) -> None:
+        self.latest: dict[str, dict] = {}
+
+    def put(self, run_id: str, progress: dict) -> None:
+        self.latest[run_id] = progress
+
+    def drop(self, run_id: str) -> None:
+        self.latest.pop(run_id, None)
+
+    def snapshot(self) -> dict[str, dict]:
+        return self.latest
+
+
+@ray.remote
+class _Slot:
+    """One GPU slot (or one CPU): runs one run at a time, for as many runs as the driver sends."""
+
+    def __init__(self, runner: Callable, board, gpus: int, progress_interval_s: float) -> None:
+        self.runner, self.board, self.gpus, self.interval = runner, board, gpus, progress_interval_s
+        ctx = ray.get_runtime_context()
+        self.facts = {"pid": os.getpid(), "node_id": ctx.get_node_id(), "hostname": socket.gethostname(),
+                      "gpu_ids": _ids(ray.get_gpu_ids()) if gpus else [],
+                      # Ray sets CUDA_VISIBLE_DEVICES for this actor; the trainer gets it explicitly
+                      # because the runner builds the child's environment from an allowlist + spec.env.
+                      "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "") if gpus else ""}
+        if gpus and not self.facts["cuda_visible_devices"]:
+            self.facts["cuda_visible_devices"] = ",".join(str(g) for g in self.facts["gpu_ids"])
+        self.lock = threading.Lock()
+        self.cancels: dict[str, threading.Event] = {}
+        self.early_cancels: set[str] = set()  # cancel() that arrived before its run() started
+        self.pending: dict | None = None  # newest progress not yet on the board
+
+    def info(self) -> dict:
+        return dict(self.facts)
+
+    def cancel(self, run_id: str) -> bool:
+        with self.lock:
+            ev = self.cancels.get(run_id)
+            if ev is None:
+                self.early_cancels.add(run_id)
+                return False
+        ev.set()
+        return True
+
+    def run(self, spec: RunSpec, slot_index: int) -> RunOutcome:
+        ev = threading.Event()
+        with self.lock:
+            self.cancels[spec.run_id] = ev
+            if spec.run_id in self.early_cancels:
+                self.early_cancels.discard(spec.run_id)
+                ev.set()
+        env = dict(spec.env)
+        env["CUDA_VISIBLE_DEVICES"] = self.facts["cuda_visible_devices"]  # "" hides GPUs from CPU runs
+        spec = dataclasses.replace(spec, env=env)
+        started_at = time.time()
+        try:
+            outcome = self._supervise(spec, ev)
+        finally:
+            with self.lock:
+                self.cancels.pop(spec.run_id, None)
+            self.board.drop.remote(spec.run_id)
+        outcome.result = dict(outcome.result or {})
+        outcome.result["placement"] = {
+            "node": f"{self.facts['hostname']}:{self.facts['node_id'][:8]}", "node_id": self.facts["node_id"],
+            "hostname": self.facts["hostname"], "gpu_ids": self.facts["gpu_ids"],
+            "cuda_visible_devices": self.facts["cuda_visible_devices"], "slot": slot_index,
+            "pid": self.facts["pid"], "started_at": started_at, "finished_at": time.time(),
+        }
+        return outcome
+
+    def _supervise(self, spec: RunSpec, ev: threading.Event) -> RunOutcome:
+        """Run the runner in a thread; this thread flushes progress to the board meanwhile."""
+        box: list[RunOutcome] = []
+
+        def call() -> None:
+            try:
+                box.append(self.runner(spec, on_progress=self._on_progress, cancel=ev))
+            except BaseException as e:  # the runner promises not to raise; keep the slot alive if it does
+                box.append(RunOutcome(run_id=spec.run_id, status=RunStatus.CRASH,
+                                      error=f"runner raised {_first_line(e)} (pgolf bug, not the candidate)"))
+
+        self.pending = None
+        th = threading.Thread(target=call, name=f"run-{spec.run_id}", daemon=True)
+        th.start()
+        while th.is_alive():
+            th.join(self.interval)
+            self._flush(spec.run_id)
+        return box[0]
+
+    def _on_progress(self, progress: dict) -> None:
+        self.pending = dict(progress)
+
+    def _flush(self, run_id: str) -> None:
+        p, self.pending = self.pending, None
+        if p is not None:
+            self.board.put.remote(run_id, p)
+
+
+# --------------------------------------------------------------------------------------------
+# Driver-side bookkeeping
+# --------------------------------------------------------------------------------------------
+
+@dataclass(eq=False)
+class _Queued:
+    spec: RunSpec
+    shape: Shape
+    priority: int
+    seq: int
+    submitted_at: float
+    skips: int = 0  # times a later run started while this one was the first blocked run
+    target: str | None = None  # node reserved for it once skips reached reserve_after_skips
+
+    @property
+    def key(self) -> tuple[int, int]:
+        return (-self.priority, self.seq)
+
+    @property
+    def gpus(self) -> int:
+        return self.shape[0]
+
+
+@dataclass(eq=False)
+class _SlotRef:
+    handle: Any
+    index: int
+    shape: Shape
+    node: str
+    run_id: str | None = None  # None = idle
+    probe: Any = None  # info() future while the actor starts; None once it answered
+
+
+@dataclass(eq=False)
+class _Running:
+    q: _Queued
+    slot: _SlotRef
+    future: Any
+    dispatched_at: float
+
+
+@dataclass(eq=False)
+class _Node:
+    id: str
+    hostname: str
+    gpus: int = 0
+    cpus: float = 0.0
+    used_gpus: int = 0
+    used_cpus: float = 0.0
+    starting: int = 0  # actors being created here
+    slots: set = field(default_factory=set)
+
+    def fits(self, shape: Shape, extra: Shape = (0, 0.0)) -> bool:
+        return (self.used_gpus - extra[0] + shape[0] <= self.gpus
+                and self.used_cpus - extra[1] + shape[1] <= self.cpus + 1e-9)
+
+    def holds(self, shape: Shape) -> bool:
+        return shape[0] <= self.gpus and shape[1] <= self.cpus + 1e-9
+
+
+class RayExecutor:
+    """Runs `RunSpec`s on Ray: `submit`, then `poll` for `RunOutcome`s. Single-threaded driver API."""
+
+    def __init__(self, address: str | None = None, num_cpus: int | None = None, num_gpus: int | None = None,
+                 runner: Callable[..., RunOutcome] = run_candidate, namespace: str = "pgolf",
+                 reserve_after_skips: int = 4, gpu_slot_cpus: float = 0.0, progress_interval_s: float = 1.0,
+                 max_starting_per_node: int | None = None):
+        """address: None starts a local Ray instance (num_cpus / num_gpus: logical resources for
+        it, e.g. 8 GPUs on a CPU-only CI machine); "auto" or "ray://..." joins a cluster. An
+        already initialized Ray (tests) is used as is and left running by `shutdown`.
+        max_starting_per_node: actors a node may be starting at once (None: its CPU count, at least
+        2). Starting hundreds at once on a small host thrashes it and delays them all."""
+        if reserve_after_skips < 0 or gpu_slot_cpus < 0 or progress_interval_s <= 0:
+            raise ValueError("reserve_after_skips and gpu_slot_cpus must be >= 0, progress_interval_s > 0")
+        self._owns_ray = not ray.is_initialized()
+        if self._owns_ray:
+            kw: dict[str, Any] = {"namespace": namespace, "log_to_driver": False, "logging_level": logging.WARNING}
+            if address is None:
+                os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline by default
+                # A local start generates a token and says so at WARNING level: noise under a Live dashboard.
+                logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+                kw.update(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
+            elif num_cpus is not None or num_gpus is not None:
+                raise ValueError("num_cpus / num_gpus set the resources of a local instance; with an address the "
+                                 "cluster's nodes declare their own (ray start --num-gpus)")
+            ray.init(address=address, **kw)
+        self.runner = runner
+        self.reserve_after_skips = reserve_after_skips
+        self.gpu_slot_cpus = float(gpu_slot_cpus)
+        self.progress_interval_s = progress_interval_s
+        self.max_starting_per_node = max_starting_per_node
+        self._board = _ProgressBoard.remote()
+        self._progress_ref = None
+        self._progress: dict[str, dict] = {}
+        self._seq = itertools.count()
+        self._slot_seq = itertools.count()
+        self._queues: dict[Shape, list[_Queued]] = {}  # per shape, sorted by key
+        self._queued_ids: dict[str, _Queued] = {}
+        self._reserving: dict[str, _Queued] = {}
+        self._running: dict[str, _Running] = {}
+        self._futures: dict[Any, str] = {}
+        self._slots: set[_SlotRef] = set()
+        self._starting: dict[Any, _SlotRef] = {}  # readiness probe -> slot whose actor is starting
+        self._idle: dict[Shape, list[_SlotRef]] = {}
+        self._done: list[RunOutcome] = []
+        self._nodes: dict[str, _Node] = {}
+        self._nodes_at = float("-inf")
+        self._busy_s = 0.0  # resource-seconds of finished runs
+        self._avail_s = 0.0  # resource-seconds available while work was queued or running
+        self._tick_at = time.monotonic()
+        self._active = False
+        self._closed = False
+        self._refresh_nodes(force=True)
+
+    # --- public API -------------------------------------------------------------------------
+    def submit(self, spec: RunSpec, gpus: int, priority: int = 0) -> None:
+        """Queue a run needing `gpus` GPUs on one node (0 = CPU only, 1 CPU). Higher priority first."""
+        if self._closed:
+            raise RuntimeError("RayExecutor.submit after shutdown")
+        if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
+            raise ValueError(f"gpus must be an int >= 0, got {gpus!r}")
+        if spec.run_id in self._queued_ids or spec.run_id in self._running:
+            raise ValueError(f"run {spec.run_id} is already queued or running")
+        self._refresh_nodes()
+        shape = self._shape(gpus)
+        if not any(n.holds(shape) for n in self._nodes.values()):
+            most = max((n.gpus for n in self._nodes.values()), default=0)
+            if gpus and most == 0:
+                raise ValueError(f"run {spec.run_id} needs {gpus} GPUs but the Ray cluster has none; on a machine "
+                                 "without GPUs start the executor with num_gpus=N logical GPUs (scheduling tests)")
+            if gpus:
+                raise ValueError(f"run {spec.run_id} needs {gpus} GPUs on one node but the largest node has {most}; "
+                                 "a run never spans nodes (torchrun runs on one machine): lower the rung's gpus "
+                                 f"or add nodes with >= {gpus} GPUs")
+            raise ValueError(f"run {spec.run_id} needs 1 CPU but no node offers one")
+        if gpus and spec.nproc != gpus:
+            spec = dataclasses.replace(spec, nproc=gpus)  # one process per GPU under torchrun
+        self._tick()
+        q = _Queued(spec, shape, int(priority), next(self._seq), time.time())
+        bisect.insort(self._queues.setdefault(shape, []), q, key=lambda x: x.key)
+        self._queued_ids[spec.run_id] = q
+        self._schedule()
+        self._tick()
+
+    def poll(self, timeout: float = 0) -> list[RunOutcome]:
+        """Finished runs since the last call, waiting up to `timeout` s for one. Never raises for a run."""
+        self._tick()
+        out, self._done = self._done, []
+        if self._futures or self._starting:
+            # A finished run or a started actor (which lets the next one be created) ends the wait.
+            refs = [*self._futures, *self._starting]
+            ready, _ = ray.wait(refs, num_returns=1, timeout=0 if out else timeout)
+            if ready and len(refs) > 1:
+                ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
+            for ref in ready:
+                if ref in self._starting:
+                    self._started(self._starting.pop(ref))
+                else:
+                    out.append(self._finish(ref))
+        elif not out and timeout > 0 and not self._closed:
+            time.sleep(timeout)  # nothing in flight: wait for nodes to appear, do not spin
+        self._refresh_nodes()
+        self._schedule()
+        self._tick()
+        return out
+
+    def progress(self, timeout: float = 0.25) -> dict[str, dict]:
+        """Latest progress dict of each running run that has reported one.
+
+        One round trip to the progress board, waited for at most `timeout` s: on a swamped machine
+        the answer is picked up by a later call and the previous snapshot is returned meanwhile."""
+        if not self._running:
+            return {}
+        if self._progress_ref is None:
+            self._progress_ref = self._board.snapshot.remote()
+        ready, _ = ray.wait([self._progress_ref], timeout=timeout)
+        if ready:
+            ref, self._progress_ref = self._progress_ref, None
+            try:
+                self._progress = ray.get(ref)
+            except ray.exceptions.RayError as e:
+                log.warning("progress board unavailable: %s", _first_line(e))
+        return {rid: p for rid, p in self._progress.items() if rid in self._running}
+
+    def cancel(self, run_id: str) -> bool:
+        """Cancel a queued run (its outcome comes back from the next poll) or ask a running one to stop."""
+        q = self._queued_ids.get(run_id)
+        if q is not None:
+            self._tick()
+            self._unqueue(q)
+            self._done.append(self._outcome(q, RunStatus.CANCELLED, "cancelled before start"))
+            self._tick()
+            return True
+        r = self._running.get(run_id)
+        if r is None:
+            return False
+        r.slot.handle.cancel.remote(run_id)  # the runner kills the trainer's process group and returns
+        return True
+
+    def running(self) -> list[str]:
+        """Runs handed to a slot (starting or training)."""
+        return list(self._running)
+
+    def queued(self) -> list[str]:
+        """Runs waiting for a slot, in the order they would start if resources allowed."""
+        runs = sorted(self._queued_ids.values(), key=lambda q: q.key)
+        return [q.spec.run_id for q in runs]
+
+    def capacity(self) -> dict[str, Any]:
+        self._refresh_nodes()
+        busy = [r.q.shape for r in self._running.values()]
+        return {"gpus": sum(n.gpus for n in self._nodes.values()), "gpus_busy": sum(s[0] for s in busy),
+                "cpus": sum(n.cpus for n in self._nodes.values()),
+                "cpus_busy": sum(s[1] for s in busy), "nodes": len(self._nodes),
+                "max_gpus_per_node": max((n.gpus for n in self._nodes.values()), default=0),
+                "slots": len(self._slots), "slots_idle": sum(len(v) for v in self._idle.values()),
+                "running": len(self._running), "queued": len(self._queued_ids)}
+
+    def busy_fraction(self) -> float:
+        """GPU-seconds busy / GPU-seconds available, over the time work was queued or running.
+
+        Finished runs count by the time their slot measured (runner start to end); running ones from
+        dispatch (an estimate until they finish). With no GPU in the cluster, CPU slots are counted."""
+        self._tick()
+        if self._avail_s <= 0:
+            return 0.0
+        now = time.time()
+        busy = self._busy_s + sum(self._weight(r.q.shape) * max(0.0, now - r.dispatched_at)
+                                  for r in self._running.values())
+        return min(1.0, busy / self._avail_s)
+
+    def slot_info(self, run_id: str, timeout: float = 30.0) -> dict | None:
+        """pid, node, GPU ids of the slot running `run_id` (None if it is not running)."""
+        r = self._running.get(run_id)
+        if r is None:
+            return None
+        return ray.get(r.slot.handle.info.remote(), timeout=timeout)
+
+    def shutdown(self, grace_s: float = 15.0) -> None:
+        """Cancel everything, give runners `grace_s` to kill their trainers, then stop the actors."""
+        if self._closed:
+            return
+        self._closed = True
+        if not ray.is_initialized():  # someone else shut Ray down: the actors went with it
+            return
+        for q in list(self._queued_ids.values()):
+            self._unqueue(q)
+        for rid, r in self._running.items():
+            r.slot.handle.cancel.remote(rid)
+        if self._futures:
+            ray.wait(list(self._futures), num_returns=len(self._futures), timeout=grace_s)
+        for s in list(self._slots):
+            self._drop_slot(s)
+        self._running.clear()
+        self._futures.clear()
+        ray.kill(self._board)
+        if self._owns_ray:
+            ray.shutdown()
+
+    def __enter__(self) -> RayExecutor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.shutdown()
+
+    # --- scheduling -------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        """Start every queued run that can start now (see the module docstring for the rules)."""
+        if not self._queued_ids or self._closed:
+            return
+        reserved: set[str] = set()
+        blocked: set[Shape] = set()
+        for q in sorted(self._reserving.values(), key=lambda x: x.key):  # reservations first
+            if not self._start_reserving(q, reserved):
+                blocked.add(q.shape)
+        head: _Queued | None = None  # the first blocked run in order: it counts the skips
+        while (q := self._next(blocked)) is not None:
+            if self._try_start(q, avoid=reserved):
+                if head is not None:
+                    head.skips += 1
+                continue
+            blocked.add(q.shape)
+            if head is None and q.gpus:  # CPU runs never wait on GPU runs, so only GPU runs reserve
+                head = q
+            if q is head and q.skips >= self.reserve_after_skips:
+                self._reserving[q.spec.run_id] = q
+                if self._start_reserving(q, reserved):
+                    blocked.discard(q.shape)
+                    head = None
+        # Idle actors still idle now are of a size no startable run wants: blocked runs may reclaim them.
+        for shape in sorted(blocked, key=lambda s: self._queues[s][0].key if self._queues.get(s) else (0, 0)):
+            while (lst := self._queues.get(shape)) and lst[0].spec.run_id not in self._reserving:
+                if not self._try_start(lst[0], avoid=reserved, reclaim=True):
+                    break
+
+    def _next(self, blocked: set[Shape]) -> _Queued | None:
+        heads = [lst[0] for s, lst in self._queues.items() if lst and s not in blocked]
+        return min(heads, key=lambda x: x.key) if heads else None
+
+    def _start_reserving(self, q: _Queued, reserved: set[str]) -> bool:
+        """A starved run: start it anywhere it fits, else hold one node for it and drain it."""
+        if self._try_start(q, avoid=reserved):
+            return True
+        if q.target not in self._nodes or q.target in reserved:
+            q.target = self._pick_target(q.shape, reserved)
+        if q.target is None:  # every node that could hold it is reserved by an earlier run
+            return False
+        target = q.target
+        reserved.add(target)
+        # Idle actors of other sizes on the target are killed only once that makes q fit: if q starts
+        # elsewhere first, they are still there to reuse.
+        if self._try_start(q, avoid=set(self._nodes) - {target}, reclaim=True):
+            reserved.discard(target)
+            return True
+        return False
+
+    def _pick_target(self, shape: Shape, avoid: set[str]) -> str | None:
+        def free_soon(n: _Node) -> tuple:
+            idle = sum(s.shape[0] for s in n.slots if s.run_id is None)
+            return (n.gpus - n.used_gpus + idle, -n.used_gpus, n.id)
+
+        nodes = [n for n in self._nodes.values() if n.id not in avoid and n.holds(shape)]
+        return max(nodes, key=free_soon).id if nodes else None
+
+    def _try_start(self, q: _Queued, avoid: set[str], reclaim: bool = False) -> bool:
+        slot = self._take_idle(q.shape, avoid)
+        if slot is None:
+            node = self._fit(q.shape, avoid) or (self._reclaim(q.shape, avoid) if reclaim else None)
+            if node is None:
+                return False
+            slot = self._new_slot(q.shape, node)
+        self._dispatch(q, slot)
+        return True
+
+    def _take_idle(self, shape: Shape, avoid: set[str]) -> _SlotRef | None:
+        idle = self._idle.get(shape, [])
+        for i in range(len(idle) - 1, -1, -1):  # most recently freed first
+            if idle[i].node not in avoid:
+                return idle.pop(i)
+        return None
+
+    def _fit(self, shape: Shape, avoid: set[str]) -> str | None:
+        """Best fit: the node with the fewest free GPUs (then CPUs) left after placing `shape`."""
+        best, best_left = None, None
+        for n in self._nodes.values():
+            if n.id not in avoid and n.fits(shape) and self._may_start(n):
+                left = (n.gpus - n.used_gpus - shape[0], n.cpus - n.used_cpus - shape[1])
+                if best_left is None or left < best_left:
+                    best, best_left = n.id, left
+        return best
+
+    def _reclaim(self, shape: Shape, avoid: set[str]) -> str | None:
+        """Kill the fewest idle actors of other sizes on one node so that `shape` fits there."""
+        if not any(self._idle.values()):
+            return None
+        best: tuple[int, str, list[_SlotRef]] | None = None
+        for n in self._nodes.values():
+            if n.id in avoid or not n.holds(shape) or not self._may_start(n):
+                continue
+            victims, freed = [], (0, 0.0)
+            for s in sorted((s for s in n.slots if s.run_id is None and s.shape != shape), key=lambda s: s.shape,
+                            reverse=True):
+                if n.fits(shape, freed):
+                    break
+                victims.append(s)
+                freed = (freed[0] + s.shape[0], freed[1] + s.shape[1])
+            if victims and n.fits(shape, freed) and (best is None or len(victims) < best[0]):
+                best = (len(victims), n.id, victims)
+        if best is None:
+            return None
+        for s in best[2]:
+            self._drop_slot(s)
+        return best[1]
+
+    # --- slots and runs ---------------------------------------------------------------------
+    def _shape(self, gpus: int) -> Shape:
+        return (gpus, self.gpu_slot_cpus) if gpus else (0, 1.0)
+
+    def _may_start(self, node: _Node) -> bool:
+        cap = self.max_starting_per_node or max(2, int(node.cpus))
+        return node.starting < cap
+
+    def _started(self, slot: _SlotRef) -> None:
+        slot.probe = None
+        node = self._nodes.get(slot.node)
+        if node is not None and slot in node.slots:
+            node.starting -= 1
+
+    def _new_slot(self, shape: Shape, node_id: str) -> _SlotRef:
+        handle = _Slot.options(
+            num_gpus=shape[0], num_cpus=shape[1], max_concurrency=_SLOT_CONCURRENCY,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+        ).remote(self.runner, self._board, shape[0], self.progress_interval_s)
+        slot = _SlotRef(handle, next(self._slot_seq), shape, node_id)
+        log.debug("slot %d: new, %d GPU(s) %g CPU(s) on %s", slot.index, shape[0], shape[1], node_id[:8])
+        node = self._nodes[node_id]
+        node.used_gpus += shape[0]
+        node.used_cpus += shape[1]
+        node.starting += 1
+        node.slots.add(slot)
+        slot.probe = handle.info.remote()  # answers once the actor process is up
+        self._starting[slot.probe] = slot
+        self._slots.add(slot)
+        return slot
+
+    def _drop_slot(self, slot: _SlotRef) -> None:
+        if slot not in self._slots:
+            return
+        self._slots.discard(slot)
+        log.debug("slot %d: dropped (%s)", slot.index, "busy" if slot.run_id else "idle")
+        idle = self._idle.get(slot.shape, [])
+        if slot in idle:
+            idle.remove(slot)
+        if slot.probe is not None:
+            self._starting.pop(slot.probe, None)
+            self._started(slot)
+        node = self._nodes.get(slot.node)
+        if node is not None and slot in node.slots:
+            node.slots.discard(slot)
+            node.used_gpus -= slot.shape[0]
+            node.used_cpus -= slot.shape[1]
+        try:
+            ray.kill(slot.handle, no_restart=True)
+        except Exception as e:  # already dead
+            log.debug("kill slot %s: %s", slot.index, e)
+
+    def _dispatch(self, q: _Queued, slot: _SlotRef) -> None:
+        self._unqueue(q)
+        slot.run_id = q.spec.run_id
+        future = slot.handle.run.remote(q.spec, slot.index)
+        self._running[q.spec.run_id] = _Running(q, slot, future, time.time())
+        self._futures[future] = q.spec.run_id
+
+    def _unqueue(self, q: _Queued) -> None:
+        lst = self._queues.get(q.shape, [])
+        i = bisect.bisect_left(lst, q.key, key=lambda x: x.key)
+        if i < len(lst) and lst[i] is q:
+            del lst[i]
+        self._queued_ids.pop(q.spec.run_id, None)
+        self._reserving.pop(q.spec.run_id, None)
+        q.target = None
+
+    def _finish(self, ref) -> RunOutcome:
+        rid = self._futures.pop(ref)
+        r = self._running.pop(rid)
+        slot = r.slot
+        try:
+            outcome: RunOutcome = ray.get(ref)
+        except _DIED_ERRORS as e:
+            if getattr(e, "actor_init_failed", False):  # our slot code failed to start: no point in a retry
+                error = f"executor error: slot actor failed to start: {_first_line(e, last=True)}"
+            else:
+                error = f"{WORKER_DIED}: {_first_line(e)}"
+            outcome = self._outcome(r.q, RunStatus.CRASH, error, slot)
+            self._drop_slot(slot)
+        except ray.exceptions.RayError as e:  # raised by our own actor code: the slot's state is unknown
+            outcome = self._outcome(r.q, RunStatus.CRASH, f"executor error: {_first_line(e)}", slot)
+            self._drop_slot(slot)
+        else:
+            slot.run_id = None
+            if slot in self._slots:
+                self._idle.setdefault(slot.shape, []).append(slot)
+        pl = outcome.result.setdefault("placement", {})
+        started = pl.get("started_at") or r.dispatched_at
+        finished = pl.get("finished_at") or time.time()
+        pl["queue_wait_s"] = round(max(0.0, started - r.q.submitted_at), 6)
+        self._busy_s += self._weight(r.q.shape) * max(0.0, finished - started)
+        return outcome
+
+    def _outcome(self, q: _Queued, status: RunStatus, error: str, slot: _SlotRef | None = None) -> RunOutcome:
+        o = RunOutcome(run_id=q.spec.run_id, status=status, error=error, run_dir=str(q.spec.run_dir))
+        pl: dict[str, Any] = {"node": None, "gpu_ids": [], "started_at": None, "finished_at": time.time()}
+        if slot is not None:
+            node = self._nodes.get(slot.node)
+            pl.update(node=f"{node.hostname}:{slot.node[:8]}" if node else slot.node, node_id=slot.node,
+                      slot=slot.index)
+        else:
+            pl["queue_wait_s"] = round(time.time() - q.submitted_at, 6)
+        o.result["placement"] = pl
+        return o
+
+    # --- accounting -------------------------------------------------------------------------
+    def _weight(self, shape: Shape) -> float:
+        """What a run counts toward busy_fraction: its GPUs, or its CPU on a GPU-less cluster."""
+        return float(shape[0]) if self._total_gpus else (1.0 if shape[0] == 0 else 0.0)
+
+    @property
+    def _total_gpus(self) -> int:
+        return sum(n.gpus for n in self._nodes.values())
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        if self._active:
+            total = self._total_gpus or sum(n.cpus for n in self._nodes.values())
+            self._avail_s += total * (now - self._tick_at)
+        self._tick_at = now
+        self._active = bool(self._queued_ids or self._running)
+
+    def _refresh_nodes(self, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._nodes_at < _NODE_REFRESH_S:
+            return
+        self._nodes_at = now
+        alive: dict[str, _Node] = {}
+        for info in ray.nodes():
+            if not info.get("Alive"):
+                continue
+            res = info.get("Resources") or {}
+            nid = info["NodeID"]
+            node = self._nodes.get(nid) or _Node(nid, info.get("NodeManagerHostname") or "?")
+            node.gpus, node.cpus = int(res.get("GPU", 0)), float(res.get("CPU", 0.0))
+            alive[nid] = node
+        for nid, node in self._nodes.items():
+            if nid not in alive:  # gone: running runs there fail through their futures
+                for s in [s for s in node.slots if s.run_id is None]:
+                    self._drop_slot(s)
+        self._nodes = alive

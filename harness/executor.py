@@ -352,7 +352,7 @@ class RayExecutor:
             for ref in ready:
                 if ref in self._starting:
                     self._started(self._starting.pop(ref))
-                else:
+                elif ref in self._futures:  # else: a probe whose slot an earlier ref in this batch dropped
                     out.append(self._finish(ref))
         elif not out and timeout > 0 and not self._closed:
             time.sleep(timeout)  # nothing in flight: wait for nodes to appear, do not spin

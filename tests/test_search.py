@@ -139,3 +139,17 @@ def test_secrets_never_reach_a_candidate(smoke_search):
     for path in (smoke_search["tmp"] / "runs").rglob("*"):
         if path.is_file() and path.suffix in (".json", ".log", ".txt", ".py", ".diff"):
             assert secret not in path.read_text(errors="replace"), path
+
+
+def test_dashboard_renders_the_real_smoke_search(smoke_search):
+    """The dashboard's panels over the store the README's command filled, at 80x24 and wide."""
+    from test_dash import assert_panels, frame
+
+    store = Store(smoke_search["db"].parent, readonly=True)
+    for width, height in ((80, 24), (200, 50)):
+        text = frame(store, width, height, now=time.time())
+        assert_panels(text, width, height)
+    wide = frame(store, 200, 50, now=time.time())
+    ref = store.one("SELECT id FROM candidates WHERE kind='reference'").id
+    assert ref[:8] in wide or "baseline" in wide
+    assert "optuna" in wide and "catalog" in wide

@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 
 from agents.patches import diff_hash as patch_fingerprint  # changed lines only: header/context noise is no new idea
 
+_NO_CHANGE = patch_fingerprint("")
+
 
 def sha256_text(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -23,14 +25,17 @@ class Candidate:
     @property
     def id(self) -> str:
         key = json.dumps(
-            [self.baseline_hash, patch_fingerprint(self.patch), sorted(self.env.items()), self.track],
+            [self.baseline_hash, self.patch_hash, sorted(self.env.items()), self.track],
             separators=(",", ":"),
         )
         return "c" + sha256_text(key)[:11]
 
     @property
     def patch_hash(self) -> str:
-        return patch_fingerprint(self.patch)
+        fingerprint = patch_fingerprint(self.patch)
+        if self.patch.strip() and fingerprint == _NO_CHANGE:  # changes nothing a unified diff can say: not the
+            return "raw" + sha256_text(self.patch)[:13]  # baseline, but an unreadable patch of its own
+        return fingerprint
 
 
 def run_id(candidate_id: str, rung: str, seed: int) -> str:

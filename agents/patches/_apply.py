@@ -150,6 +150,10 @@ def _check_headers(diff: str) -> int:
             raise PatchRejected(f"file modes, new and deleted files are not allowed; only edit {TARGET}")
         if line.startswith(("rename ", "copy ", "similarity index", "dissimilarity index")):
             raise PatchRejected("renames and copies are not allowed")
+    if not any(line.startswith("@@") for line in diff.split("\n")):
+        kind = "a context diff (diff -c)" if any(h.startswith("***") for h in headers) else "not a unified diff"
+        raise PatchError(f"{kind}: no '@@ -a,b +c,d @@' hunk; send a unified diff of {TARGET} (diff -u, git diff)"
+                         " or SEARCH/REPLACE blocks")
     levels: set[int] = set()
     for line in headers:
         paths: list[str] = []

@@ -53,6 +53,7 @@ class Track:
     byte_cap: int = 16_000_000
     time_cap_s: float = 600.0
     eval_cap_s: float = 600.0
+    startup_s: float = 120.0  # interpreter, imports, compile and data loading: allowed on top of the caps
     records_folder: str = "track_10min_16mb"
     hardware: str = ""
     data: DataSpec = field(default_factory=DataSpec)
@@ -206,6 +207,10 @@ def _read_toml(path: Path) -> dict:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"config file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"{path}: not a UTF-8 text file (byte {e.start}); a config is TOML text") from None
+    except OSError as e:
+        raise ConfigError(f"cannot read config {path}: {e.strerror}; pass a TOML file") from None
     except tomllib.TOMLDecodeError as e:
         raise ConfigError(f"{path}: malformed TOML ({e}); fix the syntax at that line") from None
 
@@ -223,6 +228,8 @@ def _check_track(track: Track, source: str) -> Track:
             raise ConfigError(f"{source}: rungs.{r.name}.gpus must be 0, 1, 2, 4 or 8, got {r.gpus}")
     if track.byte_cap <= 0 or track.time_cap_s <= 0:
         raise ConfigError(f"{source}: byte_cap and time_cap_s must be positive")
+    if track.eval_cap_s <= 0 or track.startup_s < 0 or any(r.time_cap_s <= 0 for r in track.rungs):
+        raise ConfigError(f"{source}: eval_cap_s and every rung's time_cap_s must be positive, startup_s >= 0")
     return track
 
 
@@ -257,6 +264,7 @@ def load_config(path: str | Path | None = None, preset: str | None = None, **ove
     table = {**table, **{k: v for k, v in overrides.items() if v is not None}}
     cfg = _build(SearchConfig, table, "")
     load_track(cfg.track)  # fail now, not after Ray has started
+    _check_ranges(cfg)
     if sum(dataclasses.astuple(cfg.proposers)) <= 0:
         raise ConfigError("proposers: at least one share must be positive (optuna, catalog, llm)")
     if cfg.promotion.seeds < 2:
@@ -264,6 +272,29 @@ def load_config(path: str | Path | None = None, preset: str | None = None, **ove
     if not cfg.name or "/" in cfg.name:
         raise ConfigError(f"name: {cfg.name!r} must be a non-empty folder name")
     return cfg
+
+
+# (section, key) -> (lowest allowed, whether the lowest is allowed itself); every other number is >= 0
+_LOWER = {("budget", "max_candidates"): (1, True), ("", "queue_depth"): (0, False), ("", "eta"): (1, False),
+          ("promotion", "alpha"): (0, False), ("llm", "timeout_s"): (0, False), ("llm", "concurrency"): (1, True),
+          ("llm", "max_tokens"): (1, True)}
+
+
+def _check_ranges(cfg: SearchConfig) -> None:
+    """Numbers a search cannot mean negatively (budgets, shares, prices, caps) are checked here, by name."""
+    sections = [("", cfg)] + [(f.name, getattr(cfg, f.name)) for f in dataclasses.fields(cfg)
+                              if dataclasses.is_dataclass(getattr(cfg, f.name))]
+    for section, obj in sections:
+        for f in dataclasses.fields(obj):
+            v = getattr(obj, f.name)
+            if isinstance(v, bool) or not isinstance(v, int | float):
+                continue
+            low, inclusive = _LOWER.get((section, f.name), (0, True))
+            if v < low or (v == low and not inclusive) or v != v:
+                where = f"{section}.{f.name}" if section else f.name
+                raise ConfigError(f"{where}: {v!r} is out of range; it must be {'>=' if inclusive else '>'} {low}")
+    if not cfg.promotion.alpha < 1:
+        raise ConfigError(f"promotion.alpha: {cfg.promotion.alpha!r} is out of range; it must be < 1")
 
 
 def config_to_dict(cfg: Any) -> dict:

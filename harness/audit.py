@@ -2138,6 +2138,9 @@ def _runner_checks(folder: Path, result: dict | None) -> Iterator[Finding]:
     yield from found
     if isinstance(outcome, dict):
         yield from _flag_findings(outcome.get("flags") or [], "outcome.json", outcome.get("notes"))
+        isolation = outcome.get("isolation")
+        for stage, how in (isolation.items() if isinstance(isolation, dict) else ()):
+            yield Finding("isolation", INFO, f"{stage}: {how}", file="outcome.json")
         status = outcome.get("status")
         if isinstance(status, str) and status.lower() != "ok":
             yield Finding("run_not_ok", ERROR, f"runner status {status!r}: {outcome.get('error') or 'see train.log'}",
@@ -2198,7 +2201,8 @@ def audit_path(path: str | Path, byte_cap: int | None = None, track: str | None 
         findings = audit_source(text) if text is not None else [Finding("unreadable_source", ERROR, err or "")]
         return AuditReport([Finding(f.code, f.severity, f.message, f.line, p.name) for f in findings], str(p),
                            "source")  # fmt: skip
-    if (p / "result.json").is_file() and not (p / "submission.json").is_file():
+    run_folder = (p / "result.json").is_file() or (p / "outcome.json").is_file()  # a killed run has no result
+    if run_folder and not (p / "submission.json").is_file():
         return audit_run_dir(p, byte_cap or cap_for_track(track))
     if not (p / "train_gpt.py").exists() and not (p / "submission.json").exists():
         subs = sorted(d for d in p.iterdir() if d.is_dir() and FOLDER_NAME_RE.match(d.name)) if p.is_dir() else []

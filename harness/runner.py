@@ -21,7 +21,10 @@ so a SIGKILLed driver/actor still takes the run down; it is a child subreaper, s
 that call setsid are found and killed too. The harness kills by SIGTERM to the shim (which
 terminates its whole tree, SIGKILL after term_grace_s) and then SIGKILLs the process group as a
 backstop; it watches the child with waitid(WNOWAIT), so the group id cannot be recycled before
-that last killpg. The child's environment is an allowlist plus spec.env minus secrets.
+that last killpg. The child's environment is an allowlist plus spec.env minus secrets. Training
+runs in a user namespace (`unshare -r`) where the machine allows it, so even a root candidate
+cannot read the memory or environment of the processes outside (the driver holds the LLM key);
+`RunOutcome.isolation` records what contained the training and the re-score (pgolf audit shows it).
 
 Run folder (run_dir):
     train_gpt.py  patch.diff  env.json    what ran (env.json: the env overrides, secrets removed)
@@ -195,6 +198,7 @@ class RunOutcome:
     run_dir: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    isolation: dict = field(default_factory=dict)  # stage ("training", "rescore") -> what contained it
 
     def flag(self, name: str, note: str | None = None) -> None:
         if name not in self.flags:
@@ -534,7 +538,16 @@ def _run(spec: RunSpec, o: RunOutcome, on_progress, cancel) -> None:
         if p is not None and p["kind"] in ("val", "train"):
             _emit(on_progress, p, time.monotonic() - t0)
 
-    ex = _execute(_shim_cmd(spec, ["train_gpt.py"], spec.nproc), cwd=rd, env=env, log_path=rd / "train.log",
+    # A user namespace: even a root candidate cannot read the memory or environment of the processes
+    # that hold the API key (the driver). It still has the network and can write where its user may:
+    # the driver checks its own files and the run store after each run (harness/tripwire.py).
+    userns = "user" in sandbox.isolation_support(spec.python)
+    o.isolation["training"] = (
+        ("user namespace (unshare -r): cannot read or trace processes outside it" if userns else
+         "none: no user namespace here; a root candidate can read other processes' memory")
+        + "; has the network and may write outside its run folder (the driver checks its files and the run store)")
+    prefix = ["unshare", "-r"] if userns else []
+    ex = _execute(_shim_cmd(spec, ["train_gpt.py"], spec.nproc, prefix), cwd=rd, env=env, log_path=rd / "train.log",
                   kill_after_s=spec.kill_after_s, term_grace_s=spec.term_grace_s,
                   max_log_bytes=spec.max_log_bytes, cancel=cancel, on_line=on_line)
     o.wall_s, o.exit_code = round(ex.wall_s, 3), ex.returncode
@@ -705,6 +718,13 @@ def _rescore(spec: RunSpec, o: RunOutcome, rd: Path, overrides: dict[str, str], 
         r_over["TOKENIZER_PATH"] = str(sd / Path(tok).name)
 
     prefix, opts = [], []
+    if "net" in caps and "fs" in caps:
+        o.isolation["rescore"] = ("user, network and mount namespaces (unshare -rnm): loopback only, training data"
+                                  " hidden, val shards read-only")
+    elif "net" in caps:
+        o.isolation["rescore"] = "user and network namespaces (unshare -rn): loopback only; training data readable"
+    else:
+        o.isolation["rescore"] = "none: no network namespace here (unshare -rn fails); the re-score has the network"
     if "net" in caps:
         prefix = ["unshare", "-rnm"] if "fs" in caps else ["unshare", "-rn"]
         opts = ["--lo-up"]

@@ -26,7 +26,9 @@ candidate's interpreter with no `harness` package on its path:
 * As a module it offers the environment allowlist (`child_environ`), the secret-name test
   (`is_secret_name`), a cached probe of which namespaces work here (`isolation_support`) and
   `protect_own_environ`, which makes a process that holds secrets in its initial environment
-  non-dumpable so a same-uid candidate cannot read ``/proc/<pid>/environ`` of its ancestors.
+  non-dumpable so a same-uid candidate cannot read ``/proc/<pid>/environ`` of its ancestors, and
+  `scrub_secrets_from_environ`, which the driver calls once its LLM proposer has read its key and
+  before Ray starts, so no process of the search shows a secret (not even in /proc/<pid>/environ).
 """
 
 from __future__ import annotations
@@ -145,6 +147,39 @@ def protect_own_environ() -> bool:
     return True
 
 
+def scrub_secrets_from_environ() -> list[str]:
+    """Remove secret-named variables from this process's environment, for good.
+
+    For the driver, after whatever needed a key (the LLM proposer) has read it and before anything
+    is started that inherits the environment (Ray's processes, and through them every candidate).
+    Unsetting is not enough: /proc/<pid>/environ shows the environment block the process was
+    started with, so the values are also overwritten in place there, and the process is made
+    non-dumpable (see protect_own_environ). Returns the names removed.
+    """
+    names = sorted(n for n in os.environ if is_secret_name(n))
+    if not names:
+        return []
+    try:
+        libc = ctypes.CDLL(None)
+        environ = ctypes.POINTER(ctypes.c_char_p).in_dll(libc, "environ")
+        addrs = ctypes.cast(environ, ctypes.POINTER(ctypes.c_void_p))
+        i = 0
+        while environ[i] is not None:
+            name, eq, value = environ[i].partition(b"=")
+            if eq and is_secret_name(name.decode("utf-8", "replace")):
+                ctypes.memset(addrs[i] + len(name) + 1, ord("x"), len(value))
+            i += 1
+    except (OSError, ValueError, AttributeError):
+        pass  # not glibc-like: unsetting below still keeps the values from every child
+    for n in names:
+        os.environ.pop(n, None)
+    try:
+        _prctl(PR_SET_DUMPABLE, 0)
+    except OSError:
+        pass
+    return names
+
+
 # --------------------------------------------------------------------------------------------
 # Isolation probe (cached per interpreter)
 # --------------------------------------------------------------------------------------------
@@ -154,11 +189,13 @@ _ISOLATION_LOCK = threading.Lock()
 
 
 def isolation_support(python: str = sys.executable) -> tuple[str, ...]:
-    """Which isolation the re-score can use here: ("net", "fs"), ("net",) or ().
+    """Which isolation runs can use here: ("user", "net", "fs"), ("user", "net"), ("user",) or ().
 
+    "user": `unshare -r` (a user namespace): a process inside cannot read the memory or the
+    environment of processes outside it (the driver), even as root; used for training.
     "net": `unshare -rn` (user + network namespace: no interface but a loopback we bring up).
     "fs": additionally `-m` (mount namespace) so the training data folder can be hidden.
-    Probed once per interpreter by actually starting the shim that way.
+    "net" and "fs" are for the re-score. Probed once per interpreter by starting the shim that way.
     """
     with _ISOLATION_LOCK:
         if python not in _ISOLATION:
@@ -169,8 +206,9 @@ def isolation_support(python: str = sys.executable) -> tuple[str, ...]:
 def _probe(python: str) -> tuple[str, ...]:
     shim = os.path.abspath(__file__)
     with tempfile.TemporaryDirectory(prefix="pgolf-probe-") as tmp:
-        tiers = ((("net", "fs"), ["unshare", "-rnm"], ["--lo-up", "--hide", tmp, "--readonly", tmp]),
-                 (("net",), ["unshare", "-rn"], ["--lo-up"]))
+        tiers = ((("user", "net", "fs"), ["unshare", "-rnm"], ["--lo-up", "--hide", tmp, "--readonly", tmp]),
+                 (("user", "net"), ["unshare", "-rn"], ["--lo-up"]),
+                 (("user",), ["unshare", "-r"], []))
         for caps, prefix, opts in tiers:
             cmd = [*prefix, python, shim, *opts, "--check"]
             try:

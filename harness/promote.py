@@ -11,10 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import re
+import shutil
 from pathlib import Path
 
 from harness import views
 from harness.candidate import Candidate
+from harness.faults import kill_point
 from harness.proposals import Proposal
 
 CONFIRM_SEED_BASE = 1  # fresh seeds 1..N, never the search seed 1337
@@ -212,15 +214,16 @@ class Promoter:
                   "delta_nats": j.delta_nats, "delta_bpb": getattr(j, "delta_bpb", None),
                   "n_candidate": len(ok(cand_runs)), "n_reference": len(ok(ref_runs))}
         if verdict == "keep" and not blockers:
-            path = self._write_record(winner, ok(cand_runs), ok(ref_runs), j)
+            path = self._record(winner, ok(cand_runs), ok(ref_runs), j)
             record["record_path"] = str(path)
+            self.store.add_judgement(winner, record)  # before "done": a restart in between judges again
             self.store.set_candidate_state(winner, "promoted", reason)
             self._say(f"promoted {winner}: {reason} -> {path}")
             self._save(phase="done", verdict="keep", record=str(path), reason=reason)
         else:
+            self.store.add_judgement(winner, record)
             self._say(f"not promoted: {reason}")
             self._save(phase="done", verdict=record["verdict"], reason=reason)
-        self.store.add_judgement(winner, record)
         return False
 
     def _blockers(self, runs) -> list[str]:
@@ -237,7 +240,36 @@ class Promoter:
             out += [f"seed {r.seed} audit {f.code}: {f.message}" for f in report.findings if f.severity == "error"]
         return out
 
-    def _write_record(self, winner: str, cand_runs: list, ref_runs: list, judgement) -> Path:
+    def _record(self, winner: str, cand_runs: list, ref_runs: list, judgement) -> Path:
+        """Write the record folder once. Its date and name are saved before writing, so a driver killed
+        after the folder appeared but before the state says so finds it and keeps it (a second folder
+        would be a duplicate record; the same name again would fail)."""
+        from harness.records import record_folder_name
+
+        target = self.state.get("record_target")
+        if not target:
+            target = {"date": dt.date.today().isoformat(), "slug": slugify(self._record_name(winner))}
+            self._save(record_target=target)
+        parent = Path(self.s.cfg.records) / self.track.records_folder
+        name = record_folder_name(target["date"], target["slug"])
+        path = parent / name
+        for partial in parent.glob(f".{name}.partial-*"):  # a writer killed mid-write left its staging folder
+            shutil.rmtree(partial, ignore_errors=True)
+        if (path / "submission.json").is_file() and _read_json(path / "submission.json"):
+            self._say(f"record folder {path} was written before the driver stopped; keeping it")
+        else:
+            path = self._write_record(winner, cand_runs, ref_runs, judgement, target["date"], target["slug"])
+        kill_point("promote.record")
+        return path
+
+    def _record_name(self, winner: str) -> str:
+        c = self.store.candidate(winner)
+        techniques = list(c.techniques)
+        what = ", ".join(techniques) if techniques else (c.rationale or "tuned knobs")
+        env_desc = " ".join(f"{k}={v}" for k, v in sorted(c.env.items()))
+        return slugify(what) if techniques else f"Tuned {slugify(env_desc)[:40]}"
+
+    def _write_record(self, winner: str, cand_runs: list, ref_runs: list, judgement, date: str, slug: str) -> Path:
         from harness.records import RecordMeta, SeedRun, write_record
 
         c = self.store.candidate(winner)
@@ -252,12 +284,11 @@ class Promoter:
 
         techniques = list(c.techniques)
         what = ", ".join(techniques) if techniques else (c.rationale or "tuned knobs")
-        env_desc = " ".join(f"{k}={v}" for k, v in sorted(c.env.items()))
         top = self.track.top_rung
         result = _read_json(Path(cand_runs[0].run_dir) / "result.json")
         run_env = " ".join(f"{k}={v}" for k, v in sorted({**self.track.env, **c.env, **top.env}.items()))
         launcher = f"torchrun --standalone --nproc_per_node={top.gpus}" if top.gpus > 1 else "python3"
-        name = slugify(what) if techniques else f"Tuned {slugify(env_desc)[:40]}"
+        name = self._record_name(winner)
         meta = RecordMeta(
             author=self.s.cfg.author or "pgolf", github_id=self.s.cfg.github_id, name=name,
             blurb=f"{what}; found by pgolf search '{self.s.cfg.name}'", rationale=c.rationale,
@@ -267,8 +298,7 @@ class Promoter:
             eval_time_cap_s=self.track.eval_cap_s, techniques=tuple(techniques),
             credits=f"candidate {winner} ({c.proposer}), parents {', '.join(c.parents) or '-'}",
         )
-        date = dt.date.today().isoformat()
-        return write_record(Path(self.s.cfg.records), self.track.records_folder, date, slugify(name), source,
+        return write_record(Path(self.s.cfg.records), self.track.records_folder, date, slug, source,
                             c.patch, [seed_run(r) for r in cand_runs], [seed_run(r) for r in ref_runs],
                             judgement, meta)
 

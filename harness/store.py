@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import StoreError
+from harness.faults import kill_point
 
 DB_NAME = "pgolf.db"
 
@@ -169,6 +170,9 @@ class Store:
                 self.conn.executescript(SCHEMA)
         except sqlite3.Error as e:
             raise StoreError(f"cannot open run store {self.db_path}: {e}; check the path and free disk space") from None
+        except OSError as e:
+            raise StoreError(f"cannot create run store {self.root}: {e.strerror}; pass --store a folder you can write"
+                             ) from None
         self.conn.row_factory = sqlite3.Row
 
     # --- plumbing -------------------------------------------------------------------------
@@ -310,6 +314,7 @@ class Store:
             conn.execute("DELETE FROM progress WHERE run_id=?", (run_id,))
             self.event("finished", run_id=run_id, status=cols["status"], val_bpb=cols["val_bpb"],
                        error=cols["error"])
+            kill_point("store.finish_run")
 
     def update_progress(self, run_id: str, p: dict[str, Any]) -> None:
         self.conn.execute(

@@ -120,6 +120,16 @@ CREATE TABLE IF NOT EXISTS judgements (
 
 FINISHED = ("ok", "crash", "timeout", "over_budget", "invalid", "cancelled")
 
+# What the driver wrote and later decides on; `Store.verify_own_writes` checks that nobody else changed it.
+# table -> (key column, tracked columns, which rows)
+TRACKED = {
+    "runs": ("id", ("status", "val_bpb", "val_loss", "rescore_val_bpb", "bytes_total", "bytes_code", "bytes_model",
+                    "flags", "error"), "status NOT IN ('queued', 'running')"),
+    "candidates": ("id", ("patch_hash", "env", "kind", "state"), "1=1"),
+    "judgements": ("candidate_id", ("verdict", "record_path"), "1=1"),
+    "meta": ("key", ("value",), "1=1"),
+}
+
 
 def _json(value: Any) -> str:
     return json.dumps(value, sort_keys=True, default=str)
@@ -174,6 +184,62 @@ class Store:
             raise StoreError(f"cannot create run store {self.root}: {e.strerror}; pass --store a folder you can write"
                              ) from None
         self.conn.row_factory = sqlite3.Row
+        self.expected: dict[str, dict[str, tuple]] | None = None  # see track_own_writes
+
+    # --- integrity ------------------------------------------------------------------------
+    def _rows(self, table: str) -> dict[str, tuple]:
+        key, cols, where = TRACKED[table]
+        cur = self.conn.execute(f"SELECT {key}, {', '.join(cols)} FROM {table} WHERE {where}")
+        return {r[0]: tuple(r[1:]) for r in cur.fetchall()}
+
+    def _expect(self, table: str, key: str, values: tuple | None) -> None:
+        if self.expected is not None:
+            if values is None:
+                self.expected[table].pop(key, None)
+            else:
+                self.expected[table][key] = values
+
+    def track_own_writes(self) -> None:
+        """From now on remember what this connection writes to the decision-making rows (TRACKED), starting
+        from what the database holds now (trusted: nothing else runs yet)."""
+        self.expected = {t: self._rows(t) for t in TRACKED}
+
+    def verify_own_writes(self) -> list[str]:
+        """Rows of TRACKED changed by another writer since this one wrote them (a candidate with the same
+        file permissions as the driver can open the database): put back what this driver wrote, requeue
+        finished runs it never recorded, drop triggers and views (pgolf has none). One line per finding."""
+        if self.expected is None:
+            return []
+        found = []
+        with self.transaction() as conn:
+            for kind, name in conn.execute("SELECT type, name FROM sqlite_master WHERE type IN ('trigger', 'view')"
+                                           " AND name NOT LIKE 'sqlite_%'").fetchall():
+                conn.execute(f'DROP {kind.upper()} IF EXISTS "{name}"')
+                found.append(f"store: {kind} {name!r} added (dropped)")
+            for table, (key, cols, _) in TRACKED.items():
+                now, want = self._rows(table), self.expected[table]
+                changed = [k for k in now if k in want and now[k] != want[k]]
+                for k in changed:
+                    sets = ", ".join(f"{c}=?" for c in cols)
+                    conn.execute(f"UPDATE {table} SET {sets} WHERE {key}=?", (*want[k], k))
+                if changed:
+                    found.append(f"store: {len(changed)} {table} row(s) rewritten ({', '.join(sorted(changed)[:3])}"
+                                 f"{', ...' if len(changed) > 3 else ''}; restored)")
+                added = [k for k in now if k not in want]
+                if added and table == "runs":  # a result the driver never recorded: train it for real
+                    conn.executemany("UPDATE runs SET status='queued', val_bpb=NULL, val_loss=NULL, rescore_val_bpb="
+                                     "NULL, bytes_total=NULL, flags='[]', error=NULL, finished_at=NULL WHERE id=?",
+                                     [(k,) for k in added])
+                elif added:
+                    conn.executemany(f"DELETE FROM {table} WHERE {key}=?", [(k,) for k in added])
+                if added:
+                    found.append(f"store: {len(added)} {table} row(s) added by another writer (undone)")
+                missing = [k for k in want if k not in now]
+                if missing:
+                    found.append(f"store: {len(missing)} {table} row(s) deleted ({', '.join(sorted(missing)[:3])})")
+            if found:
+                self.event("store_tampering", findings=found)
+        return found
 
     # --- plumbing -------------------------------------------------------------------------
     def close(self) -> None:
@@ -212,6 +278,7 @@ class Store:
 
     def set_meta(self, key: str, value: Any) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, _json(value)))
+        self._expect("meta", key, (_json(value),))
 
     # --- events ---------------------------------------------------------------------------
     def event(self, kind: str, candidate_id: str | None = None, run_id: str | None = None, **data: Any) -> None:
@@ -245,6 +312,8 @@ class Store:
             )
             self.event("proposed" if c.get("state", "active") == "active" else "rejected", c["id"],
                        proposer=c["proposer"], reason=c.get("reason", ""))
+        self._expect("candidates", c["id"], (c["patch_hash"], _json(c.get("env", {})), c.get("kind", "search"),
+                                             c.get("state", "active")))
         return True
 
     def candidate(self, candidate_id: str) -> Row | None:
@@ -264,6 +333,8 @@ class Store:
         with self.transaction() as conn:
             conn.execute("UPDATE candidates SET state=?, reason=? WHERE id=?", (state, reason, candidate_id))
             self.event(f"candidate_{state}", candidate_id, reason=reason)
+        if self.expected is not None and candidate_id in self.expected["candidates"]:
+            self._expect("candidates", candidate_id, (*self.expected["candidates"][candidate_id][:3], state))
 
     # --- runs -----------------------------------------------------------------------------
     def enqueue_run(self, run_id: str, candidate_id: str, rung: str, rung_index: int, seed: int,
@@ -315,6 +386,7 @@ class Store:
             self.event("finished", run_id=run_id, status=cols["status"], val_bpb=cols["val_bpb"],
                        error=cols["error"])
             kill_point("store.finish_run")
+        self._expect("runs", run_id, tuple(cols[c] for c in TRACKED["runs"][1]))
 
     def update_progress(self, run_id: str, p: dict[str, Any]) -> None:
         self.conn.execute(
@@ -351,6 +423,8 @@ class Store:
                              (run_id,))
                 conn.execute("DELETE FROM progress WHERE run_id=?", (run_id,))
                 self.event("reaped", run_id=run_id)
+        for run_id in orphans:
+            self._expect("runs", run_id, None)
         return orphans
 
     def requeue(self, run_id: str, reason: str) -> None:
@@ -358,6 +432,7 @@ class Store:
             conn.execute("UPDATE runs SET status='queued', attempt=attempt+1, started_at=NULL, error=? WHERE id=?",
                          (reason, run_id))
             self.event("requeued", run_id=run_id, reason=reason)
+        self._expect("runs", run_id, None)
 
     # --- llm ------------------------------------------------------------------------------
     def add_llm_call(self, e: dict[str, Any]) -> None:
@@ -384,6 +459,7 @@ class Store:
                  j.get("record_path")),
             )
             self.event("judged", candidate_id, **{k: v for k, v in j.items() if k != "record_path"})
+        self._expect("judgements", candidate_id, (j["verdict"], j.get("record_path")))
 
 
 def find_store(path: str | Path) -> Path:

@@ -10,8 +10,12 @@ resubmitted, runs that were in flight are reaped and requeued, and nothing is tr
 
 from __future__ import annotations
 
+import errno
+import json
 import math
 import os
+import re
+import shutil
 import socket
 import time
 from collections.abc import Callable
@@ -21,7 +25,8 @@ from pathlib import Path
 from harness import views
 from harness.candidate import Candidate, run_id, sha256_text
 from harness.config import SearchConfig, Track, config_to_dict, load_track
-from harness.errors import BaselineError, PgolfError
+from harness.errors import BaselineError, ConfigError, PgolfError, StoreError
+from harness.faults import kill_point
 from harness.optuna_proposer import OptunaProposer, open_study
 from harness.preflight import Preflight
 from harness.proposals import FailedCandidate, Proposal, ScoredCandidate, SearchView
@@ -55,6 +60,7 @@ def ensure_data(track: Track, announce: Callable[[str], None] = print) -> tuple[
     dataset = root / "datasets" / track.data.dataset
     tokenizer = root / "tokenizers" / track.data.tokenizer
     if dataset.is_dir() and tokenizer.exists() and any(dataset.glob("fineweb_val_*.bin")):
+        check_shards(dataset)
         return dataset, tokenizer
     if track.data.source == "build":
         from data.build import build_dataset, stdlib_documents
@@ -65,6 +71,50 @@ def ensure_data(track: Track, announce: Callable[[str], None] = print) -> tuple[
     raise PgolfError(f"data for track {track.name} is missing at {dataset}; run: pgolf data fetch --variant "
                      f"{track.data.dataset.rsplit('_', 1)[-1]} --train-shards {track.data.train_shards} "
                      f"--dest {track.data.root}")
+
+
+DISK_FULL_FREE_BYTES = 64 << 20  # below this much free space under the store, a write error means "disk full"
+_DISK_FULL = re.compile(r"No space left on device|Errno 28|ENOSPC|database or disk is full|Disk quota exceeded")
+
+
+def disk_full_error(e: BaseException) -> bool:
+    """Is this exception (or its cause) the disk filling up: ENOSPC / EDQUOT, or SQLite's SQLITE_FULL?"""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        if _DISK_FULL.search(str(e)):
+            return True
+        e = e.__cause__ or e.__context__
+    return False
+
+
+def finished_outcome(run_dir: Path, run_id: str) -> RunOutcome | None:
+    """The outcome a runner left in `run_dir` when it is a whole run's verdict, else None.
+
+    A run the dying driver took down with it (its trainer killed by a signal, a cancel, a harness
+    error) is not a verdict on the candidate: that run is trained again."""
+    try:
+        o = RunOutcome.from_dict(json.loads((run_dir / "outcome.json").read_text()))
+    except (OSError, ValueError, TypeError):
+        return None
+    if o.run_id != run_id or not o.status.is_finished() or o.status == RunStatus.CANCELLED:
+        return None
+    if "harness_error" in o.flags or "killed by SIG" in (o.error or "") or _DISK_FULL.search(o.error or ""):
+        return None
+    return o
+
+
+def check_shards(dataset: Path) -> None:
+    """Every shard's header and size (a few bytes each): a corrupted shard fails now, not in every run."""
+    from data.shards import ShardError, read_header
+
+    for shard in sorted(dataset.glob("fineweb_*.bin")):
+        try:
+            read_header(shard)
+        except ShardError as e:
+            raise PgolfError(f"corrupted data: {e}") from None
 
 
 @dataclass
@@ -83,25 +133,33 @@ class Search:
         self.announce = announce
         self.baseline_source = load_baseline(cfg.baseline)
         self.baseline_hash = sha256_text(self.baseline_source)[:16]
-        self.store = Store(cfg.search_dir())
+        # Everything that can be wrong with the input is checked before the store folder is created.
         self.dataset, self.tokenizer = ensure_data(self.track, announce)
+        self.space = self._search_space()
+        self.store = Store(cfg.search_dir())
         self.rung_names = [r.name for r in self.track.rungs]
         self.executor_factory = executor_factory
         self.executor = None
         self.submitted: set[str] = set()
         self.proposed_by: dict[str, int] = {}
         self.exhausted: dict[str, float] = {}
+        self._empty_streak: dict[str, int] = {}  # consecutive empty answers per proposer
         self.proposal_of: dict[str, Proposal] = {}
         self._setup_proposers()
 
     # --- set-up ---------------------------------------------------------------------------
-    def _setup_proposers(self) -> None:
+    def _search_space(self):
         from search_space.knobs import SearchSpace
 
+        try:
+            return SearchSpace.from_config(self.baseline_source, self.cfg.knobs, base_env=self.track.env)
+        except ValueError as e:
+            raise ConfigError(f"knobs: {' '.join(str(e).split())}") from None
+
+    def _setup_proposers(self) -> None:
         cfg = self.cfg
         self.preflight = Preflight(self.baseline_source, self.track.env, self.track.byte_cap, self._calibration)
         self.study = open_study(self.store.db_path, cfg.name, cfg.seed, pareto=cfg.objective == "pareto")
-        self.space = SearchSpace.from_config(self.baseline_source, cfg.knobs, base_env=self.track.env)
         catalog = self._catalog() if cfg.proposers.catalog > 0 or cfg.proposers.llm > 0 else []
         self.proposers: dict[str, object] = {}
         self.optuna = None
@@ -139,9 +197,8 @@ class Search:
     def _llm_event(self, event: dict) -> None:
         self.store.add_llm_call(event)
         if event.get("outcome") == "budget" and "catalog" not in self.proposers:
-            from search_space.techniques import load_catalog
-
             from agents.catalog import CatalogProposer
+            from search_space.techniques import load_catalog
 
             self.announce("llm budget spent; the catalog agent takes over its share")
             self.proposers["catalog"] = CatalogProposer(load_catalog(), self.preflight, on_event=self._llm_event)
@@ -230,14 +287,15 @@ class Search:
             shutil.rmtree(run_dir)
         return RunSpec(run_id=run.id, run_dir=run_dir, source=source, patch=cand.patch, env=env,
                        nproc=max(1, rung.gpus), time_cap_s=rung.time_cap_s, grace_s=self.cfg.grace_s,
-                       eval_cap_s=self.track.eval_cap_s, byte_cap=self.track.byte_cap)
+                       eval_cap_s=self.track.eval_cap_s, byte_cap=self.track.byte_cap, startup_s=self.track.startup_s)
 
     # --- driver steps ---------------------------------------------------------------------
     def dispatch(self) -> None:
-        for run in self.store.runs(status="queued"):
-            if run.id not in self.submitted:
-                self.executor.submit(self.run_spec(run), run.gpus, priority=run.priority)
-                self.submitted.add(run.id)
+        queued = [r for r in self.store.runs(status="queued") if r.id not in self.submitted]
+        for run in queued:
+            self.executor.submit(self.run_spec(run), run.gpus, priority=run.priority)
+            kill_point("dispatch")
+            self.submitted.add(run.id)
         for rid in self.executor.running():
             r = self.store.run(rid)
             if r is not None and r.status == "queued":
@@ -252,8 +310,22 @@ class Search:
             if o.status == RunStatus.CRASH and (o.error or "").startswith("ray worker died") and run.attempt < 2:
                 self.store.requeue(o.run_id, o.error)  # the node died, not the candidate: try elsewhere
                 continue
+            if self._ran_out_of_disk(o):  # not the candidate's fault either; nothing can run until space is freed
+                (Path(run.run_dir) / "outcome.json").unlink(missing_ok=True)
+                self.store.requeue(o.run_id, "disk full")
+                raise StoreError(self._disk_full_message())
             self.store.finish_run(o.run_id, o.to_dict())
             self._after_run(run, o)
+
+    def _ran_out_of_disk(self, o: RunOutcome) -> bool:
+        """A run that failed writing: the disk under the store is (nearly) full. Checked against the free
+        space, so a candidate that merely prints 'No space left on device' is still its own crash."""
+        if o.status not in (RunStatus.CRASH, RunStatus.INVALID) or not _DISK_FULL.search(o.error or ""):
+            return False
+        try:
+            return shutil.disk_usage(self.store.root).free < DISK_FULL_FREE_BYTES
+        except OSError:
+            return True
 
     def _after_run(self, run, o: RunOutcome) -> None:
         cand = self.store.candidate(run.candidate_id)
@@ -334,9 +406,12 @@ class Search:
                 self.store.event("proposer_error", proposer=name, error=f"{type(e).__name__}: {e}")
                 self.exhausted[name] = time.time() + 300
                 continue
-            if not props:
-                self.exhausted[name] = time.time() + 60
+            if not props:  # out of ideas, or its endpoint is down: ask again later, and later each time
+                streak = self._empty_streak.get(name, 0)
+                self.exhausted[name] = time.time() + min(60 * 2**streak, 1800)
+                self._empty_streak[name] = streak + 1
                 continue
+            self._empty_streak[name] = 0
             self.proposed_by[name] = self.proposed_by.get(name, 0) + 1
             for p in props:
                 if self.add_candidate(p):
@@ -373,18 +448,32 @@ class Search:
             s.event("search_started", name=self.cfg.name, track=self.track.name, host=socket.gethostname())
         elif s.get_meta("baseline_hash") != self.baseline_hash:
             raise BaselineError(f"{s.root} was started with another baseline; use a new --name or the same baseline")
+        adopted = self._adopt_finished()
         reaped = s.reap_orphans()
         known = {c.trial_number for c in s.candidates() if c.trial_number is not None}
         if self.optuna:
             self.optuna.fail_orphans(known)
             self._reattach_trials()
-        if reaped:
-            self.announce(f"resumed: {len(reaped)} interrupted run(s) requeued")
+        if reaped or adopted:
+            self.announce(f"resumed: {len(reaped)} interrupted run(s) requeued, {len(adopted)} finished run(s) "
+                          "recorded from their run folders")
         ref = Candidate(self.baseline_hash, self.track.name)
         self.reference_id = ref.id
         if s.candidate(ref.id) is None:
             self.add_candidate(Proposal(proposer="baseline", rationale="the unmodified baseline"), kind="reference")
         s.event("driver_started", pid=os.getpid())
+
+    def _adopt_finished(self) -> list[str]:
+        """Runs that finished while the last driver was dying (their runner wrote outcome.json, the store
+        never heard): record them instead of training them again."""
+        adopted = []
+        for run in self.store.runs(status=("queued", "running")):
+            o = finished_outcome(Path(run.run_dir), run.id)
+            if o is not None:
+                self.collect([o])
+                self.store.event("adopted", run_id=run.id, status=o.status.value)
+                adopted.append(run.id)
+        return adopted
 
     def _reattach_trials(self) -> None:
         """Candidates whose trial is still open: the proposer needs them to finish the trial later."""
@@ -398,6 +487,17 @@ class Search:
 
     def run(self) -> dict:
         """Run (or resume) the search to its end; returns the summary."""
+        try:
+            return self._run()
+        except Exception as e:
+            if not disk_full_error(e):
+                raise
+            raise StoreError(self._disk_full_message()) from None
+
+    def _disk_full_message(self) -> str:
+        return f"disk full under {self.store.root.absolute()}: free space or move --store, then run the same command"
+
+    def _run(self) -> dict:
         from harness.promote import Promoter
 
         self.start()

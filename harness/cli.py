@@ -33,7 +33,7 @@ def cmd_search(args: argparse.Namespace) -> int:
         cfg = dataclasses.replace(cfg, budget=dataclasses.replace(cfg.budget, max_candidates=args.max_candidates))
     _announce(f"search '{cfg.name}' on track {cfg.track}: store {cfg.search_dir()} "
               f"(watch it with: pgolf dash {cfg.search_dir()})")
-    summary = Search(cfg, announce=_announce).run()
+    summary = Search(cfg, announce=_announce, config_path=args.config).run()
     for row in summary["rung_agreement"]:
         rho = "n/a" if row["spearman"] != row["spearman"] else f"{row['spearman']:+.2f}"
         _announce(f"rung agreement {row['from']} -> {row['to']}: spearman {rho} over {row['n']} candidates")

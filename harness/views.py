@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from harness.store import Store
 
-BLOCKING_FLAGS = ("bytes_mismatch", "rescore_mismatch", "over_time", "secret_in_env", "audit_error")
+BLOCKING_FLAGS = ("bytes_mismatch", "rescore_mismatch", "over_time", "secret_in_env", "audit_error", "tampering")
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from agents.patches import PatchError, apply_patch
-from search_space.size_estimate import estimate_artifact_bytes
-
 from harness.audit import audit_source
 from harness.proposals import Validation
+from search_space.size_estimate import estimate_artifact_bytes
 
 
 class Preflight:

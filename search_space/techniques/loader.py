@@ -14,12 +14,12 @@ technique.toml (values in [env] / [small_env] are strings, numbers or booleans; 
     conflicts     = ["other"]       # optional: techniques it cannot be combined with (either side may say it)
     requires      = ["other"]       # optional: techniques it needs (applied with it, requirements first)
 
-    [env]          # optional: the full-scale settings it turns on. A patch should bake them in as its new defaults
-    EVAL_STRIDE = "64"   # (the catalog agent applies only patches); tests check the patched defaults agree.
-    [small_env]    # optional: overrides for small CPU runs (tests, bench) on top of the tiny config, for knobs whose
-    TTT_CHUNK_TOKENS = "4096"  # full-scale value makes no sense there. The tiny config pins the shape knobs
-                               # (NUM_LAYERS, MODEL_DIM, MLP_MULT, ...): a technique that changes a shape default
-                               # must repeat it here to be visible in small runs.
+    [env]          # optional: the settings it turns on. A patch should bake them in as its new defaults (the
+    EVAL_STRIDE = "64"   # catalog agent applies only patches); tests check the patched defaults agree.
+    [small_env]    # optional: what small CPU runs (tests, bench) change on top of [env]: those runs use the tiny
+    TTT_CHUNK_TOKENS = "4096"  # config, then [env], then [small_env]. The tiny config pins the shape knobs
+                               # (NUM_LAYERS, MODEL_DIM, MLP_MULT, ...) and TRAIN_SEQ_LEN, so a patched default
+                               # alone is invisible there: set the knob in [env] or [small_env].
     [knobs.EVAL_STRIDE]  # optional: the env knobs it adds or retunes, as search_space.knobs range tables
     choices = [32, 64, 128, 256]  # (kind, low, high, log, step, choices, value, group, auto, when, default, note);
     default = 64                  # default is required and must lie in the range. Consumed by SearchSpace.extend
@@ -326,10 +326,12 @@ def combined_patch(techniques: Iterable[Technique], base_source: str) -> str:
 
 
 def merged_env(techniques: Iterable[Technique], small: bool = False) -> dict[str, str]:
-    """The techniques' env ([env], or with small=True their [small_env]) in order; later ones win."""
+    """The techniques' [env] in order (later ones win); small=True: each one's [small_env] over its [env]."""
     out: dict[str, str] = {}
     for t in techniques:
-        out.update(t.small_env if small else t.env)
+        out.update(t.env)
+        if small:
+            out.update(t.small_env)
     return out
 
 

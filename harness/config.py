@@ -56,6 +56,7 @@ class Track:
     startup_s: float = 120.0  # interpreter, imports, compile and data loading: allowed on top of the caps
     records_folder: str = "track_10min_16mb"
     hardware: str = ""
+    scale: str = "full"  # "small" (tiny CPU models) or "full": which catalog techniques can show a gain here
     data: DataSpec = field(default_factory=DataSpec)
     env: dict[str, str] = field(default_factory=dict)
     rungs: tuple[Rung, ...] = ()
@@ -95,6 +96,7 @@ class Promotion:
     alpha: float = 0.01
     ablate: bool = True
     enabled: bool = True
+    attempts: int = 2  # candidates confirmed in turn when the best fails; alpha is split between them
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,8 @@ def _check_track(track: Track, source: str) -> Track:
             raise ConfigError(f"{source}: rungs.{r.name}.keep must be in (0, 1], got {r.keep}")
         if r.gpus < 0 or (r.gpus > 1 and 8 % r.gpus):
             raise ConfigError(f"{source}: rungs.{r.name}.gpus must be 0, 1, 2, 4 or 8, got {r.gpus}")
+    if track.scale not in ("small", "full"):
+        raise ConfigError(f"{source}: scale must be 'small' or 'full', got {track.scale!r}")
     if track.byte_cap <= 0 or track.time_cap_s <= 0:
         raise ConfigError(f"{source}: byte_cap and time_cap_s must be positive")
     if track.eval_cap_s <= 0 or track.startup_s < 0 or any(r.time_cap_s <= 0 for r in track.rungs):
@@ -277,7 +281,7 @@ def load_config(path: str | Path | None = None, preset: str | None = None, **ove
 # (section, key) -> (lowest allowed, whether the lowest is allowed itself); every other number is >= 0
 _LOWER = {("budget", "max_candidates"): (1, True), ("", "queue_depth"): (0, False), ("", "eta"): (1, False),
           ("promotion", "alpha"): (0, False), ("llm", "timeout_s"): (0, False), ("llm", "concurrency"): (1, True),
-          ("llm", "max_tokens"): (1, True)}
+          ("llm", "max_tokens"): (1, True), ("promotion", "attempts"): (1, True)}
 
 
 def _check_ranges(cfg: SearchConfig) -> None:

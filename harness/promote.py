@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import re
 import shutil
 from pathlib import Path
@@ -67,6 +68,11 @@ class Promoter:
         return self.state.get("record")
 
     @property
+    def alpha(self) -> float:
+        """Each attempt is its own test: Bonferroni keeps the chance of any false promotion under alpha."""
+        return self.cfg.alpha / self.cfg.attempts
+
+    @property
     def verdict(self) -> str | None:
         return self.state.get("verdict")
 
@@ -86,20 +92,43 @@ class Promoter:
 
     # --- phases ---------------------------------------------------------------------------
     def _select(self) -> bool:
+        """The best top-rung candidate not judged yet, if its single-seed gain reaches the margin: one whose
+        gain is already under the margin would need luck to pass the judge, and its confirm runs are wasted."""
+        judged = set(self.state.get("judged", []))
         board = [s for s in views.standings(self.store, self.track.byte_cap)
                  if s.rung_index == self.top and not s.blocked and "over_cap" not in s.flags]
         ref = next((s for s in board if s.kind == "reference"), None)
-        best = next((s for s in board if s.kind == "search"), None)
-        if best is None or ref is None or best.val_bpb >= ref.val_bpb:
-            why = "no candidate finished the top rung" if best is None else (
-                "the baseline did not finish the top rung" if ref is None else
-                f"best {best.candidate_id} {best.val_bpb:.4f} does not beat the baseline {ref.val_bpb:.4f}")
-            self._save(phase="done", verdict="none", reason=why)
+        best = next((s for s in board if s.kind == "search" and s.candidate_id not in judged), None)
+        why = None
+        if best is None:
+            why = "no candidate left that finished the top rung" if judged else "no candidate finished the top rung"
+        elif ref is None:
+            why = "the baseline did not finish the top rung"
+        elif best.val_bpb >= ref.val_bpb:
+            why = f"best {best.candidate_id} {best.val_bpb:.4f} does not beat the baseline {ref.val_bpb:.4f}"
+        elif math.isfinite(best.val_loss) and math.isfinite(ref.val_loss) and \
+                ref.val_loss - best.val_loss < self.cfg.margin_nats:
+            why = (f"best {best.candidate_id} gains {ref.val_loss - best.val_loss:.4f} nats over the baseline, under"
+                   f" the {self.cfg.margin_nats} margin a confirmation must show")
+        if why is not None:
+            self._save(phase="done", verdict=self.state.get("verdict") or "none", reason=why)
             self._say(f"nothing to promote: {why}")
             return False
         self._say(f"best candidate {best.candidate_id}: val_bpb {best.val_bpb:.4f} vs baseline {ref.val_bpb:.4f}")
         self._save(phase="ablate", best=best.candidate_id, winner=best.candidate_id)
         return self._ablate()
+
+    def _next_attempt(self, judged: list[str], reason: str) -> bool:
+        """The judged candidate failed: confirm the next best, while attempts are left. One save moves the
+        state on, so a driver killed here either judges again or starts the next attempt, never neither."""
+        attempt = self.state.get("attempt", 1)
+        if attempt >= self.cfg.attempts:
+            return False
+        self.state = {"phase": "select", "judged": judged, "attempt": attempt + 1,
+                      "verdict": self.state.get("verdict"), "reason": reason}
+        self._save()
+        self._say(f"attempt {attempt + 1} of {self.cfg.attempts}: confirming the next best candidate")
+        return self._select()
 
     def _components(self, cid: str) -> tuple[str, list[str], dict]:
         c = self.store.candidate(cid)
@@ -203,7 +232,7 @@ class Promoter:
         cand_runs, ref_runs = self._seed_runs(winner), self._seed_runs(ref)
         ok = lambda rs: [r for r in rs if r.status == "ok" and r.val_loss is not None]  # noqa: E731
         j = judge([r.val_loss for r in ok(cand_runs)], [r.val_loss for r in ok(ref_runs)],
-                  margin_nats=self.cfg.margin_nats, alpha=self.cfg.alpha, min_seeds=self.cfg.seeds,
+                  margin_nats=self.cfg.margin_nats, alpha=self.alpha, min_seeds=self.cfg.seeds,
                   candidate_bpb=[r.val_bpb for r in ok(cand_runs)], reference_bpb=[r.val_bpb for r in ok(ref_runs)])
         blockers = self._blockers(cand_runs)
         verdict = str(getattr(j.verdict, "value", j.verdict))
@@ -223,7 +252,12 @@ class Promoter:
         else:
             self.store.add_judgement(winner, record)
             self._say(f"not promoted: {reason}")
-            self._save(phase="done", verdict=record["verdict"], reason=reason)
+            judged = [*self.state.get("judged", []), *dict.fromkeys((self.state["best"], winner))]
+            self.state["verdict"] = record["verdict"]
+            if self._next_attempt(judged, reason):
+                return True
+            if self.state["phase"] != "done":
+                self._save(phase="done", verdict=record["verdict"], reason=reason)
         return False
 
     def _blockers(self, runs) -> list[str]:

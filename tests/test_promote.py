@@ -1,0 +1,102 @@
+"""The promotion state machine on a real run store: what it selects, and what it does when the judge says no."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+from harness.candidate import run_id
+from harness.config import Promotion, SearchConfig, load_track
+from harness.promote import Promoter
+from harness.store import Store
+
+TRACK = load_track("cpu-smoke")
+TOP = len(TRACK.rungs) - 1
+
+
+class StoreSearch:
+    """What the Promoter uses of a Search: the real store, the config, and enqueueing runs into that store."""
+
+    def __init__(self, root: Path, promotion: Promotion):
+        self.store = Store(root)
+        self.cfg = dataclasses.replace(SearchConfig(), promotion=promotion)
+        self.track = TRACK
+        self.reference_id = "ref"
+        self.said: list[str] = []
+
+    def announce(self, msg: str) -> None:
+        self.said.append(msg)
+
+    def enqueue(self, candidate_id: str, rung_index: int, seed: int, purpose: str) -> bool:
+        rung = self.track.rungs[rung_index]
+        return self.store.enqueue_run(run_id(candidate_id, rung.name, seed), candidate_id, rung.name, rung_index,
+                                      seed, rung.gpus)
+
+    def add(self, cid: str, kind: str = "search") -> None:
+        self.store.add_candidate({"id": cid, "baseline_hash": "b0", "track": TRACK.name, "patch": "",
+                                  "patch_hash": cid, "env": {"MATRIX_LR": cid}, "proposer": "optuna", "kind": kind})
+
+    def finish(self, cid: str, seed: int, val_loss: float) -> None:
+        self.enqueue(cid, TOP, seed, "search")
+        rid = run_id(cid, TRACK.rungs[TOP].name, seed)
+        self.store.finish_run(rid, {"status": "ok", "val_loss": val_loss, "val_bpb": val_loss / 1.84,
+                                    "bytes_total": 100_000})
+
+    def finish_queued(self, losses: dict[str, list[float]]) -> None:
+        """Play the executor: every queued run finishes with the next loss given for its candidate."""
+        for r in self.store.runs(status="queued"):
+            loss = losses[r.candidate_id].pop(0)
+            self.store.finish_run(r.id, {"status": "ok", "val_loss": loss, "val_bpb": loss / 1.84,
+                                         "bytes_total": 100_000})
+
+
+def search(tmp_path: Path, **promotion) -> StoreSearch:
+    s = StoreSearch(tmp_path / "store", Promotion(ablate=False, **promotion))
+    s.add("ref", kind="reference")
+    s.add("a")
+    s.add("b")
+    s.finish("ref", 1337, 4.350)
+    s.finish("a", 1337, 4.300)  # best at the search seed: a lucky draw
+    s.finish("b", 1337, 4.310)
+    return s
+
+
+def test_when_the_best_fails_confirmation_the_next_best_is_confirmed(tmp_path):
+    s = search(tmp_path, attempts=2)
+    p = Promoter(s)
+    assert p.step() and p.state["winner"] == "a" and p.state["phase"] == "judge"
+    assert p.alpha == 0.005  # two attempts share alpha 0.01
+    s.finish_queued({"a": [4.351, 4.349, 4.352], "ref": [4.350, 4.352, 4.348]})  # a's gain was seed noise
+    assert p.step()  # judged a: discard; selects b and enqueues its confirm seeds (the baseline's are kept)
+    assert p.state["winner"] == "b" and p.state["attempt"] == 2 and p.state["judged"] == ["a"]
+    assert {r.candidate_id for r in s.store.runs(status="queued")} == {"b"}
+    s.finish_queued({"b": [4.311, 4.309, 4.312]})
+    assert not p.step()
+    assert p.state["phase"] == "done"
+    verdicts = {j.candidate_id: j.verdict for j in s.store.query("SELECT * FROM judgements")}
+    assert verdicts["a"] == "discard" and "b" in verdicts
+    restarted = Promoter(s)  # the state lives in the store: a restarted driver does not judge again
+    assert restarted.state["phase"] == "done" and not restarted.step()
+
+
+def test_attempts_are_bounded(tmp_path):
+    s = search(tmp_path, attempts=1)
+    p = Promoter(s)
+    assert p.step()
+    s.finish_queued({"a": [4.351, 4.349, 4.352], "ref": [4.350, 4.352, 4.348]})
+    assert not p.step()
+    assert p.state["phase"] == "done" and p.state["verdict"] == "discard"
+    assert not s.store.runs(candidate_id="b", rung=TRACK.rungs[TOP].name) or \
+        all(r.seed == 1337 for r in s.store.runs(candidate_id="b"))
+
+
+def test_a_best_under_the_margin_is_not_worth_confirming(tmp_path):
+    s = StoreSearch(tmp_path / "store", Promotion(ablate=False))
+    s.add("ref", kind="reference")
+    s.add("a")
+    s.finish("ref", 1337, 4.350)
+    s.finish("a", 1337, 4.348)  # 0.002 nats: a confirmation needs 0.005
+    p = Promoter(s)
+    assert not p.step()
+    assert p.state["verdict"] == "none" and "under the 0.005 margin" in p.state["reason"]
+    assert not s.store.runs(status="queued")

@@ -4,7 +4,8 @@ Needs no network and no key, so the loop always has a proposer. Each technique i
 against the baseline trainer plus the knobs it exposes; the catalog itself lives in
 `search_space.techniques` and only has to look like `TechniqueLike`.
 
-Order of ideas: every technique alone (with what it requires), in catalog order; then, greedily,
+Order of ideas: every technique alone (with what it requires), in catalog order, those expected to
+help at the track's scale first (a tiny CPU track cannot show a full-scale-only gain); then, greedily,
 the best candidate built from catalog techniques plus one more technique that did well alone and
 conflicts with none of its techniques. Diffs are merged with `patches.combine`, every patch goes
 through the validator, and no combination is proposed twice (also across restarts: combinations
@@ -55,8 +56,17 @@ class CatalogProposer:
         validator: Validator,
         *,
         on_event: Callable[[dict], None] | None = None,
+        scale: str | None = None,
+        env_for: Callable[[TechniqueLike], Mapping[str, str]] | None = None,
     ) -> None:
+        """`scale`: the track's ("small" or "full"); techniques whose `scale` is neither it nor "both" come last.
+        `env_for`: the env overrides a technique's proposal carries (a track that pins a knob hides a patched
+        default); none by default."""
+        techniques = list(techniques)
+        if scale is not None:
+            techniques.sort(key=lambda t: getattr(t, "scale", "both") not in (scale, "both"))
         self.techniques = {t.name: t for t in techniques}
+        self._env_for = env_for or (lambda t: {})
         self._order = {name: i for i, name in enumerate(self.techniques)}
         self._validator = validator
         self._on_event = on_event or (lambda event: None)
@@ -175,11 +185,14 @@ class CatalogProposer:
             self._event(outcome, validation.reason or validation.stage, names, parent, patch)
             return None
         knobs: dict[str, dict] = {}
+        env: dict[str, str] = {}
         for name in names:
             knobs.update({k: dict(v) for k, v in self.techniques[name].knobs.items()})
+            env.update(self._env_for(self.techniques[name]))
         self._event("ok", "", names, parent, patch)
         return Proposal(
             patch=patch,
+            env=env,
             proposer="catalog",
             rationale=self._rationale(names, parent),
             parents=(parent.candidate_id,) if parent else (),

@@ -44,6 +44,11 @@ class Technique:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class ScaledTechnique(Technique):
+    scale: str = "both"
+
+
 def tech(name: str, old: str, new: str, **kw) -> Technique:
     assert old in BASE
     return Technique(name, make_diff(BASE, BASE.replace(old, new)), **kw)
@@ -208,3 +213,16 @@ def test_observed_failures_are_not_built_on():
 @pytest.mark.parametrize("n", [0, -1])
 def test_no_proposals_for_nonpositive_n(n):
     assert make()[0].propose(view(), n) == []
+
+
+def test_a_small_track_tries_small_scale_techniques_first_and_carries_their_env():
+    """On a tiny CPU track a full-scale-only idea cannot show its gain: those come last. A track that pins a knob
+    hides the technique's patched default, so the proposal carries the setting as env."""
+    scaled = [ScaledTechnique(**vars(t), scale=s) for t, s in zip(CATALOG[:3], ("full", "both", "small"), strict=True)]
+    env = {"gelu": {"MODEL_DIM": "64"}}
+    agent = CatalogProposer(scaled, validate, scale="small", env_for=lambda t: env.get(t.name, {}))
+    proposals = agent.propose(view(), 3)
+    assert [p.techniques for p in proposals] == [("gelu",), ("clip",), ("leaky",)]
+    assert [p.env for p in proposals] == [{"MODEL_DIM": "64"}, {}, {}]
+    full = CatalogProposer(scaled, validate, scale="full").propose(view(), 3)
+    assert [p.techniques for p in full] == [("leaky",), ("gelu",), ("clip",)]  # catalog order: full first anyway

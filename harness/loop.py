@@ -32,6 +32,7 @@ from harness.preflight import Preflight
 from harness.proposals import FailedCandidate, Proposal, ScoredCandidate, SearchView
 from harness.runner import RunOutcome, RunSpec, RunStatus
 from harness.store import Store
+from harness.track_data import candidate_vocab, track_for_vocab
 from harness.tripwire import Tripwire
 from trainer import BASELINE_PATH
 
@@ -137,6 +138,7 @@ class Search:
         self.baseline_hash = sha256_text(self.baseline_source)[:16]
         # Everything that can be wrong with the input is checked before the store folder is created.
         self.dataset, self.tokenizer = ensure_data(self.track, announce)
+        self._data_by_vocab = {self.track.data.vocab_size: (self.dataset, self.tokenizer)}
         self.space = self._search_space()
         self.store = Store(cfg.search_dir())
         self.rung_names = [r.name for r in self.track.rungs]
@@ -202,16 +204,20 @@ class Search:
     def _add_catalog_proposer(self, catalog: list) -> None:
         from agents.catalog import CatalogProposer
 
-        self.proposers["catalog"] = CatalogProposer(catalog, self.preflight, on_event=self._llm_event)
+        self.proposers["catalog"] = CatalogProposer(catalog, self.preflight, on_event=self._llm_event,
+                                                    scale=self.track.scale, env_for=self._technique_env)
+
+    def _technique_env(self, technique) -> dict[str, str]:
+        """A technique's settings that its patched defaults cannot carry: the knobs the track pins, and on a small
+        track its small-scale settings."""
+        env = {k: v for k, v in technique.env.items() if k in self.track.env}
+        return {**env, **(technique.small_env if self.track.scale == "small" else {})}
 
     def _llm_event(self, event: dict) -> None:
         self.store.add_llm_call(event)
         if event.get("outcome") == "budget" and "catalog" not in self.proposers:
-            from agents.catalog import CatalogProposer
-            from search_space.techniques import load_catalog
-
             self.announce("llm budget spent; the catalog agent takes over its share")
-            self.proposers["catalog"] = CatalogProposer(load_catalog(), self.preflight, on_event=self._llm_event)
+            self._add_catalog_proposer(self._catalog())
 
     def _calibration(self):
         from search_space.size_estimate import Calibration
@@ -261,6 +267,11 @@ class Search:
             return None
         check = self.preflight.check(p.patch, p.env) if kind != "reference" else None
         state, reason = ("active", "") if check is None or check.ok else ("rejected", f"{check.stage}: {check.reason}")
+        if state == "active" and (p.patch or "VOCAB_SIZE" in p.env):
+            try:  # the data a candidate's vocabulary needs exists (or is built) before it is queued
+                self.data_paths(check.source if check else self.baseline_source, p.env)
+            except PgolfError as e:
+                state, reason = "rejected", f"data: {e}"
         self.store.add_candidate({
             "id": cand.id, "baseline_hash": self.baseline_hash, "track": self.track.name, "patch": p.patch,
             "patch_hash": cand.patch_hash, "env": dict(p.env), "proposer": p.proposer, "rationale": p.rationale,
@@ -277,6 +288,13 @@ class Search:
         self.enqueue(cand.id, rung_index, SEARCH_SEED, kind)
         return cand.id
 
+    def data_paths(self, source: str, env: dict[str, str]) -> tuple[Path, Path]:
+        """Dataset and tokenizer for a candidate's vocabulary, built or checked once per vocabulary."""
+        vocab = candidate_vocab(self.track, source, env)
+        if vocab not in self._data_by_vocab:
+            self._data_by_vocab[vocab] = ensure_data(track_for_vocab(self.track, vocab), self.announce)
+        return self._data_by_vocab[vocab]
+
     def enqueue(self, candidate_id: str, rung_index: int, seed: int, purpose: str) -> bool:
         rung = self.track.rungs[rung_index]
         rid = run_id(candidate_id, rung.name, seed)
@@ -287,8 +305,8 @@ class Search:
         rung = self.track.rungs[run.rung_index]
         source = self.preflight.check(cand.patch, {}).source if cand.patch else self.baseline_source
         env = {**self.track.env, **cand.env, **rung.env}
-        env.update(DATA_PATH=str(self.dataset), TOKENIZER_PATH=str(self.tokenizer), SEED=str(run.seed),
-                   RUN_ID=run.id)
+        dataset, tokenizer = self.data_paths(source, cand.env)
+        env.update(DATA_PATH=str(dataset), TOKENIZER_PATH=str(tokenizer), SEED=str(run.seed), RUN_ID=run.id)
         env.setdefault("MAX_WALLCLOCK_SECONDS", str(rung.time_cap_s))
         run_dir = Path(run.run_dir)
         if run_dir.exists():  # a reaped orphan's half-written folder: start clean

@@ -44,14 +44,17 @@ from __future__ import annotations
 import bisect
 import dataclasses
 import itertools
+import json
 import logging
 import os
 import re
+import shutil
 import socket
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # Read by Ray at import time. When the driver runs under `uv run`, Ray would otherwise start
@@ -61,7 +64,9 @@ os.environ.setdefault("RAY_ENABLE_UV_RUN_RUNTIME_ENV", "0")
 import ray  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
+from harness import shipping  # noqa: E402
 from harness.runner import RunOutcome, RunSpec, RunStatus, run_candidate  # noqa: E402
+from harness.staging import DataBook, gpu_facts  # noqa: E402
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +129,7 @@ class _Slot:
                       "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES", "") if gpus else ""}
         if gpus and not self.facts["cuda_visible_devices"]:
             self.facts["cuda_visible_devices"] = ",".join(str(g) for g in self.facts["gpu_ids"])
+        self.facts["gpu"] = gpu_facts(self.facts["cuda_visible_devices"] if gpus else None)  # SKU per run
         self.lock = threading.Lock()
         self.cancels: dict[str, threading.Event] = {}
         self.early_cancels: set[str] = set()  # cancel() that arrived before its run() started
@@ -141,7 +147,39 @@ class _Slot:
         ev.set()
         return True
 
-    def run(self, spec: RunSpec, slot_index: int) -> RunOutcome:
+    def run(self, spec: RunSpec, slot_index: int, nonce: str | None = None) -> tuple[RunOutcome, bytes | None]:
+        """The outcome, and the packed run folder when this node does not see the driver's (else None)."""
+        home = spec.run_dir
+        local = None
+        if nonce is not None and not shipping.sees_driver_disk(home.parent, nonce):
+            local = shipping.scratch_dir(spec.run_id)
+            spec = dataclasses.replace(spec, run_dir=local)
+        try:
+            outcome = self._run(spec, slot_index)
+            if local is None:
+                return outcome, None
+            return self._ship(outcome, local, home)
+        finally:
+            if local is not None:
+                shutil.rmtree(local, ignore_errors=True)
+
+    def _ship(self, o: RunOutcome, local: Path, home: Path) -> tuple[RunOutcome, bytes]:
+        """Make the scratch folder's outcome speak of the driver's paths, then pack the folder."""
+        o.run_dir = str(home)
+        o.error = o.error.replace(str(local), str(home)) if o.error else o.error
+        o.notes = [n.replace(str(local), str(home)) for n in o.notes]
+        try:
+            (local / "outcome.json").write_text(json.dumps(o.to_dict(), indent=1, default=str))
+        except OSError:
+            pass
+        blob, left = shipping.pack(local)
+        o.result["placement"]["shipped_bytes"] = len(blob)
+        if left:
+            o.notes.append(f"left on {self.facts['hostname']} (links, or past {shipping.MAX_SHIP_BYTES} bytes): "
+                           + ", ".join(left[:10]))
+        return o, blob
+
+    def _run(self, spec: RunSpec, slot_index: int) -> RunOutcome:
         ev = threading.Event()
         with self.lock:
             self.cancels[spec.run_id] = ev
@@ -164,6 +202,7 @@ class _Slot:
             "hostname": self.facts["hostname"], "gpu_ids": self.facts["gpu_ids"],
             "cuda_visible_devices": self.facts["cuda_visible_devices"], "slot": slot_index,
             "pid": self.facts["pid"], "started_at": started_at, "finished_at": time.time(),
+            "gpu": self.facts["gpu"], "data_path": spec.env.get("DATA_PATH"),
         }
         return outcome
 
@@ -208,6 +247,7 @@ class _Queued:
     submitted_at: float
     skips: int = 0  # times a later run started while this one was the first blocked run
     target: str | None = None  # node reserved for it once skips reached reserve_after_skips
+    data: tuple[str, str] | None = None  # the driver's (DATA_PATH, TOKENIZER_PATH): nodes must hold it
 
     @property
     def key(self) -> tuple[int, int]:
@@ -302,6 +342,8 @@ class RayExecutor:
         self._done: list[RunOutcome] = []
         self._nodes: dict[str, _Node] = {}
         self._nodes_at = float("-inf")
+        self._data = DataBook()  # which node holds the data each run reads (harness/staging.py)
+        self._nonces: dict[Path, str] = {}  # runs folder -> nonce a slot reads there if it shares our disk
         self._busy_s = 0.0  # resource-seconds of finished runs
         self._avail_s = 0.0  # resource-seconds available while work was queued or running
         self._tick_at = time.monotonic()
@@ -332,8 +374,9 @@ class RayExecutor:
             raise ValueError(f"run {spec.run_id} needs 1 CPU but no node offers one")
         if gpus and spec.nproc != gpus:
             spec = dataclasses.replace(spec, nproc=gpus)  # one process per GPU under torchrun
+        data = self._data.key_for(spec.env)  # ValueError (one line) when the driver lacks the data
         self._tick()
-        q = _Queued(spec, shape, int(priority), next(self._seq), time.time())
+        q = _Queued(spec, shape, int(priority), next(self._seq), time.time(), data=data)
         bisect.insort(self._queues.setdefault(shape, []), q, key=lambda x: x.key)
         self._queued_ids[spec.run_id] = q
         self._schedule()
@@ -343,17 +386,22 @@ class RayExecutor:
         """Finished runs since the last call, waiting up to `timeout` s for one. Never raises for a run."""
         self._tick()
         out, self._done = self._done, []
-        if self._futures or self._starting:
-            # A finished run or a started actor (which lets the next one be created) ends the wait.
-            refs = [*self._futures, *self._starting]
+        if self._futures or self._starting or self._data.pending:
+            # A finished run, a started actor (which lets the next one be created) or a node done staging
+            # its data ends the wait.
+            refs = [*self._futures, *self._starting, *self._data.pending]
             ready, _ = ray.wait(refs, num_returns=1, timeout=0 if out else timeout)
             if ready and len(refs) > 1:
                 ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
                 if ref in self._starting:
                     self._started(self._starting.pop(ref))
+                elif ref in self._data.pending:
+                    self._data.done(ref)
                 elif ref in self._futures:  # else: a probe whose slot an earlier ref in this batch dropped
-                    out.append(self._finish(ref))
+                    o = self._finish(ref)
+                    if o is not None:
+                        out.append(o)
         elif not out and timeout > 0 and not self._closed:
             time.sleep(timeout)  # nothing in flight: wait for nodes to appear, do not spin
         self._refresh_nodes()
@@ -411,7 +459,17 @@ class RayExecutor:
                 "cpus_busy": sum(s[1] for s in busy), "nodes": len(self._nodes),
                 "max_gpus_per_node": max((n.gpus for n in self._nodes.values()), default=0),
                 "slots": len(self._slots), "slots_idle": sum(len(v) for v in self._idle.values()),
-                "running": len(self._running), "queued": len(self._queued_ids)}
+                "running": len(self._running), "queued": len(self._queued_ids), "node_status": self.node_status()}
+
+    def node_status(self) -> list[dict]:
+        """One dict per live node: name, GPUs, its data state ("ready", "staging", "failed", "none": no run
+        read data yet) with the reason, and its GPU SKU once staging has looked."""
+        data = self._data.status()
+        out = []
+        for n in sorted(self._nodes.values(), key=lambda n: (n.hostname, n.id)):
+            d = data.get(n.id, {"data": "none", "reason": None, "gpu": None})
+            out.append({"node": f"{n.hostname}:{n.id[:8]}", "gpus": n.gpus, "gpus_busy": n.used_gpus, **d})
+        return out
 
     def busy_fraction(self) -> float:
         """GPU-seconds busy / GPU-seconds available, over the time work was queued or running.
@@ -451,6 +509,7 @@ class RayExecutor:
         self._running.clear()
         self._futures.clear()
         ray.kill(self._board)
+        self._data.shutdown()
         if self._owns_ray:
             ray.shutdown()
 
@@ -498,8 +557,8 @@ class RayExecutor:
         """A starved run: start it anywhere it fits, else hold one node for it and drain it."""
         if self._try_start(q, avoid=reserved):
             return True
-        if q.target not in self._nodes or q.target in reserved:
-            q.target = self._pick_target(q.shape, reserved)
+        if q.target not in self._nodes or q.target in reserved or q.target in self._data.not_ready(q.data, self._nodes):
+            q.target = self._pick_target(q.shape, reserved | self._data.not_ready(q.data, self._nodes))
         if q.target is None:  # every node that could hold it is reserved by an earlier run
             return False
         target = q.target
@@ -520,6 +579,7 @@ class RayExecutor:
         return max(nodes, key=free_soon).id if nodes else None
 
     def _try_start(self, q: _Queued, avoid: set[str], reclaim: bool = False) -> bool:
+        avoid = avoid | self._data.not_ready(q.data, self._nodes)  # a node without the data gets no run
         slot = self._take_idle(q.shape, avoid)
         if slot is None:
             node = self._fit(q.shape, avoid) or (self._reclaim(q.shape, avoid) if reclaim else None)
@@ -624,9 +684,23 @@ class RayExecutor:
     def _dispatch(self, q: _Queued, slot: _SlotRef) -> None:
         self._unqueue(q)
         slot.run_id = q.spec.run_id
-        future = slot.handle.run.remote(q.spec, slot.index)
+        spec = q.spec
+        if q.data is not None:  # the node's own copy of the data
+            spec = dataclasses.replace(spec, env={**spec.env, **self._data.env_for(slot.node, q.data)})
+        future = slot.handle.run.remote(spec, slot.index, self._nonce(spec.run_dir.parent))
         self._running[q.spec.run_id] = _Running(q, slot, future, time.time())
         self._futures[future] = q.spec.run_id
+
+    def _nonce(self, folder: Path) -> str | None:
+        """The nonce a slot reads to learn whether it shares our disk (None: run in place, never ship)."""
+        if folder not in self._nonces:
+            try:
+                self._nonces[folder] = shipping.write_nonce(folder)
+            except OSError as e:
+                log.warning("cannot write %s under %s (%s): runs write their folders in place", shipping.NONCE_NAME,
+                            folder, e)
+                return None
+        return self._nonces[folder]
 
     def _unqueue(self, q: _Queued) -> None:
         lst = self._queues.get(q.shape, [])
@@ -637,13 +711,24 @@ class RayExecutor:
         self._reserving.pop(q.spec.run_id, None)
         q.target = None
 
-    def _finish(self, ref) -> RunOutcome:
+    def _finish(self, ref) -> RunOutcome | None:
+        """The run's outcome; None when it never started and went back to the queue."""
         rid = self._futures.pop(ref)
         r = self._running.pop(rid)
         slot = r.slot
         try:
-            outcome: RunOutcome = ray.get(ref)
+            outcome, blob = ray.get(ref)
         except _DIED_ERRORS as e:
+            self._nodes_at = float("-inf")  # a node may be gone: re-read the cluster before placing anything
+            if isinstance(e, ray.exceptions.ActorUnschedulableError) and not getattr(e, "actor_init_failed", False):
+                # Its node left between our last look and the actor's creation: the run never started, so it
+                # goes back to the queue here instead of costing it one of its attempts.
+                log.info("run %s: node %s gone before the run started; queued again", rid, slot.node[:8])
+                self._drop_slot(slot)
+                q = r.q
+                bisect.insort(self._queues.setdefault(q.shape, []), q, key=lambda x: x.key)
+                self._queued_ids[rid] = q
+                return None
             if getattr(e, "actor_init_failed", False):  # our slot code failed to start: no point in a retry
                 error = f"executor error: slot actor failed to start: {_first_line(e, last=True)}"
             else:
@@ -657,12 +742,26 @@ class RayExecutor:
             slot.run_id = None
             if slot in self._slots:
                 self._idle.setdefault(slot.shape, []).append(slot)
+            if blob is not None:
+                self._unpack(outcome, blob, r.q.spec.run_dir)
         pl = outcome.result.setdefault("placement", {})
         started = pl.get("started_at") or r.dispatched_at
         finished = pl.get("finished_at") or time.time()
         pl["queue_wait_s"] = round(max(0.0, started - r.q.submitted_at), 6)
         self._busy_s += self._weight(r.q.shape) * max(0.0, finished - started)
         return outcome
+
+    @staticmethod
+    def _unpack(outcome: RunOutcome, blob: bytes, run_dir: Path) -> None:
+        """A run folder shipped from a node without our disk: into place before the store hears of it."""
+        try:
+            shipping.unpack(blob, run_dir)
+        except Exception as e:  # disk full, or a folder the tar filter refused: the run's numbers are unusable
+            outcome.status = RunStatus.CRASH
+            outcome.val_bpb = outcome.val_loss = None
+            outcome.flag("harness_error", f"run folder from the worker node not written: {_first_line(e)}")
+            outcome.error = (f"harness error: the run folder from the worker node could not be written to {run_dir}:"
+                             f" {_first_line(e)} (free space on the driver, then run the same command)")
 
     def _outcome(self, q: _Queued, status: RunStatus, error: str, slot: _SlotRef | None = None) -> RunOutcome:
         o = RunOutcome(run_id=q.spec.run_id, status=status, error=error, run_dir=str(q.spec.run_dir))
@@ -707,6 +806,7 @@ class RayExecutor:
             node = self._nodes.get(nid) or _Node(nid, info.get("NodeManagerHostname") or "?")
             node.gpus, node.cpus = int(res.get("GPU", 0)), float(res.get("CPU", 0.0))
             alive[nid] = node
+        self._data.forget(set(alive))
         for nid, node in self._nodes.items():
             if nid not in alive:  # gone: running runs there fail through their futures
                 for s in [s for s in node.slots if s.run_id is None]:

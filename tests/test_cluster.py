@@ -1,0 +1,197 @@
+"""Many machines as one, on one CPU machine: a real Ray cluster of a head and two worker nodes.
+
+`ray.cluster_utils.Cluster` starts each node as its own raylet (separate processes, its own
+logical GPUs). Each worker node gets its own data root (PGOLF_DATA_ROOT), its own scratch root
+(PGOLF_SCRATCH), a GPU SKU name (PGOLF_GPU_SKU) and PGOLF_NO_SHARED_FS=1: the nodes share this
+machine's disk, so without that the slots would (rightly) detect a shared filesystem and write
+the driver's run folders in place. The head node has no GPU and no data, so GPU runs land only on
+worker nodes, and every run folder the driver sees came home through Ray.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from harness.executor import WORKER_DIED, RayExecutor
+from harness.runner import RunOutcome, RunSpec, RunStatus
+
+ray = pytest.importorskip("ray")
+cluster_utils = pytest.importorskip("ray.cluster_utils")
+
+SKUS = {"a": "FakeGPU-A", "b": "FakeGPU-B"}
+
+
+def node_runner(spec: RunSpec, on_progress=None, cancel=None) -> RunOutcome:
+    """Stands in for run_candidate: writes a run folder the way the runner does, on this node's disk."""
+    cancel = cancel if cancel is not None else threading.Event()
+    rd = spec.run_dir
+    rd.mkdir(parents=True, exist_ok=True)
+    (rd / "train_gpt.py").write_text(spec.source)
+    (rd / "started").write_text(str(os.getpid()))
+    data = Path(spec.env["DATA_PATH"])
+    if cancel.wait(float(spec.env.get("SLEEP", "0.2"))):
+        return RunOutcome(run_id=spec.run_id, status=RunStatus.CANCELLED, error="cancelled", run_dir=str(rd))
+    seen = {"data_path": str(data), "val_shards": sorted(p.name for p in data.glob("fineweb_val_*.bin")),
+            "tokenizer_ok": Path(spec.env["TOKENIZER_PATH"]).is_file(), "node_root": os.environ.get("PGOLF_DATA_ROOT"),
+            "run_dir": str(rd), "cuda": spec.env.get("CUDA_VISIBLE_DEVICES")}
+    (rd / "result.json").write_text(json.dumps(seen))
+    (rd / "final_model.int8.ptz").write_bytes(os.urandom(300_000))  # big enough to go through the object store
+    (rd / "home").mkdir(exist_ok=True)
+    (rd / "home" / "cache.bin").write_bytes(b"x" * 1000)  # scratch caches stay behind
+    o = RunOutcome(run_id=spec.run_id, status=RunStatus.OK, val_bpb=1.0, run_dir=str(rd), result=seen,
+                   error=None, notes=[f"wrote {rd}/result.json"])
+    (rd / "outcome.json").write_text(json.dumps(o.to_dict()))
+    return o
+
+
+def fake_data(root: Path) -> tuple[Path, Path]:
+    from data.shards import write_shard
+
+    ds = root / "datasets" / "local_sp1024"
+    ds.mkdir(parents=True)
+    write_shard(ds / "fineweb_val_000000.bin", [1] + list(range(2, 500)))
+    write_shard(ds / "fineweb_train_000000.bin", [1] + list(range(2, 900)))
+    (root / "tokenizers").mkdir()
+    tok = root / "tokenizers" / "local_1024_bpe.model"
+    tok.write_bytes(b"not a real sentencepiece model, the stub runner only checks it exists")
+    return ds, tok
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    if ray.is_initialized():
+        ray.shutdown()
+    tmp = tmp_path_factory.mktemp("cluster")
+    c = cluster_utils.Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 1, "num_gpus": 0, "include_dashboard": False,
+        # Notice a dead node within ~3 s instead of the default ~30 s.
+        "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
+                           "health_check_failure_threshold": 4}})
+    nodes = {}
+    for name in ("a", "b", "c"):
+        (tmp / name).mkdir()
+        # Node c's data root cannot be created (under a file): its staging fails, it must get no run.
+        root = tmp / name / "data" if name != "c" else tmp / name / "not-a-dir" / "data"
+        nodes[name] = c.add_node(num_cpus=1, num_gpus=2, env_vars={
+            "PGOLF_DATA_ROOT": str(root), "PGOLF_SCRATCH": str(tmp / name / "scratch"),
+            "PGOLF_NO_SHARED_FS": "1", "PGOLF_GPU_SKU": SKUS.get(name, "FakeGPU-C")})
+    (tmp / "c" / "not-a-dir").write_text("a file where node c's data folder should be")
+    ray.init(address=c.address, log_to_driver=False, logging_level=logging.WARNING)
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    c.wait_for_nodes()
+    ids = {name: n.node_id for name, n in nodes.items()}
+    yield c, nodes, ids, tmp
+    ray.shutdown()
+    c.shutdown()
+
+
+def spec(tmp: Path, rid: str, data: tuple[Path, Path], sleep: float = 0.2) -> RunSpec:
+    return RunSpec(run_id=rid, run_dir=tmp / "runs" / rid, source="print('x')\n", time_cap_s=60.0,
+                   env={"SLEEP": str(sleep), "DATA_PATH": str(data[0]), "TOKENIZER_PATH": str(data[1])})
+
+
+def collect(ex: RayExecutor, ids, timeout: float = 90.0) -> dict[str, RunOutcome]:
+    want, got = set(ids), {}
+    deadline = time.monotonic() + timeout
+    while want - got.keys():
+        assert time.monotonic() < deadline, f"timed out waiting for {sorted(want - got.keys())}"
+        for o in ex.poll(timeout=0.5):
+            assert o.run_id not in got, f"{o.run_id} finished twice"
+            got[o.run_id] = o
+    return got
+
+
+def test_runs_land_on_gpu_nodes_with_data_and_folders_come_home(cluster):
+    c, nodes, ids, tmp = cluster
+    data = fake_data(tmp / "driver_data")
+    ex = RayExecutor(runner=node_runner, progress_interval_s=0.2)
+    try:
+        runs = [spec(tmp, f"one{i}", data) for i in range(4)] + [spec(tmp, "whole", data)]
+        for s in runs[:4]:
+            ex.submit(s, gpus=1)
+        ex.submit(runs[4], gpus=2)
+        got = collect(ex, [s.run_id for s in runs])
+        status = {n["node"].split(":")[1]: n for n in ex.node_status()}
+    finally:
+        ex.shutdown()
+    by_node = {v[:8]: k for k, v in ids.items()}
+    for s in runs:
+        o = got[s.run_id]
+        assert o.status == RunStatus.OK, o.error
+        pl = o.result["placement"]
+        node = by_node[pl["node_id"][:8]]  # a worker node: the head has no GPU
+        # Placement: a whole-node run holds both GPUs of one node; SKU recorded per run.
+        assert len(pl["gpu_ids"]) == (2 if s.run_id == "whole" else 1)
+        assert pl["gpu"] == {"sku": SKUS[node], "count": len(pl["gpu_ids"]), "driver": None}
+        # Data: the node's own staged copy, not the driver's.
+        node_root = tmp / node / "data"
+        assert o.result["data_path"] == str(node_root / "datasets" / "local_sp1024")
+        assert o.result["val_shards"] == ["fineweb_val_000000.bin"] and o.result["tokenizer_ok"]
+        # Results home: the folder is at the driver's path, with driver paths inside, without scratch caches.
+        rd = tmp / "runs" / s.run_id
+        assert o.run_dir == str(rd) and o.notes == [f"wrote {rd}/result.json"]
+        assert json.loads((rd / "outcome.json").read_text())["run_dir"] == str(rd)
+        assert (rd / "final_model.int8.ptz").stat().st_size == 300_000 and (rd / "result.json").is_file()
+        assert not (rd / "home").exists()
+        assert o.result["run_dir"].startswith(str(tmp / node / "scratch"))  # it really ran elsewhere
+        assert pl["shipped_bytes"] > 300_000
+    assert {by_node[o.result["placement"]["node_id"][:8]] for o in got.values()} == {"a", "b"}
+    for name in ("a", "b"):  # staged once per node, byte for byte
+        staged = tmp / name / "data" / "datasets" / "local_sp1024" / "fineweb_val_000000.bin"
+        assert staged.read_bytes() == (data[0] / "fineweb_val_000000.bin").read_bytes()
+        assert status[ids[name][:8]]["data"] == "ready"
+        assert "copied 3 file(s)" in status[ids[name][:8]]["reason"]
+        assert not list((tmp / name / "scratch").iterdir())  # scratch folders removed after shipping
+    # Node c could not stage the data: it got no run, and the reason is there for the dashboard.
+    assert status[ids["c"][:8]]["data"] == "failed"
+    assert "data staging under" in status[ids["c"][:8]]["reason"] and "not-a-dir" in status[ids["c"][:8]]["reason"]
+
+
+def test_worker_node_killed_mid_run_loses_only_its_runs_which_rerun_elsewhere(cluster):
+    c, nodes, ids, tmp = cluster
+    data = fake_data(tmp / "kill_data")
+    ex = RayExecutor(runner=node_runner, progress_interval_s=0.2)
+    try:
+        runs = {f"k{i}": spec(tmp, f"k{i}", data, sleep=4.0) for i in range(4)}
+        for s in runs.values():
+            ex.submit(s, gpus=1)
+        deadline = time.monotonic() + 60
+        while len(list((tmp / "a" / "scratch").glob("k*/started"))) < 2:  # both of node a's runs are training
+            assert time.monotonic() < deadline, "runs did not start on node a"
+            ex.poll(timeout=0.2)
+        victims = {rid for rid in ex.running() if ex._running[rid].slot.node == ids["a"]}
+        assert len(victims) == 2 and len(ex.running()) == 4
+        t_kill = time.monotonic()
+        c.remove_node(nodes["a"], allow_graceful=False)
+        # The loop's rule: a "ray worker died" run is requeued, up to 2 attempts.
+        attempts = {rid: 0 for rid in runs}
+        done: dict[str, RunOutcome] = {}
+        deadline = time.monotonic() + 120
+        lost_at = None
+        while len(done) < len(runs):
+            assert time.monotonic() < deadline, f"waiting forever: {sorted(set(runs) - done.keys())}"
+            for o in ex.poll(timeout=0.5):
+                assert o.run_id not in done, f"{o.run_id} finished twice"
+                if o.status == RunStatus.CRASH and o.error.startswith(WORKER_DIED) and attempts[o.run_id] < 2:
+                    lost_at = lost_at or time.monotonic()
+                    attempts[o.run_id] += 1
+                    ex.submit(runs[o.run_id], gpus=1)
+                    continue
+                done[o.run_id] = o
+        recovered_s = time.monotonic() - t_kill
+    finally:
+        ex.shutdown()
+    assert {rid for rid, n in attempts.items() if n} == victims  # only the dead node's runs were lost
+    for rid, o in done.items():
+        assert o.status == RunStatus.OK, (rid, o.error)
+        assert o.result["placement"]["node_id"] == ids["b"] or rid not in victims
+        assert (tmp / "runs" / rid / "result.json").is_file()
+    print(f"node lost: detected in {lost_at - t_kill:.1f} s, all runs done {recovered_s:.1f} s after the kill")

@@ -37,6 +37,10 @@ def cmd_search(args: argparse.Namespace) -> int:
     for row in summary["rung_agreement"]:
         rho = "n/a" if row["spearman"] != row["spearman"] else f"{row['spearman']:+.2f}"
         _announce(f"rung agreement {row['from']} -> {row['to']}: spearman {rho} over {row['n']} candidates")
+    size = summary.get("size_estimate_error") or {}
+    if size.get("n"):
+        _announce(f"size estimator vs real exports at the top rung: mean |error| {size['mean_abs']:.1%}, max "
+                  f"{size['max_abs']:.1%}, bias {size['mean']:+.1%} over {size['n']} candidates")
     if summary.get("record"):
         _announce(f"[bold green]record written:[/bold green] {summary['record']}")
     else:

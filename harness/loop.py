@@ -483,19 +483,22 @@ class Search:
                     self.executor.cancel(rid)
 
     def promote_rungs(self, draining: bool) -> None:
-        """Asynchronous successive halving: a rung's top `keep` fraction goes up a rung."""
-        ranked_kinds = ("search", "reference")
+        """Asynchronous successive halving: a rung's top `keep` fraction goes up a rung. Two grouped queries per
+        tick whatever the number of candidates, and an enqueue only for what is not queued yet."""
+        rows = self.store.query(
+            "SELECT r.rung_index, r.candidate_id, AVG(r.val_bpb) AS v, c.kind, c.state FROM runs r"
+            " JOIN candidates c ON c.id = r.candidate_id WHERE r.status='ok' AND r.seed=? AND r.val_bpb IS NOT NULL"
+            " AND c.kind IN ('search', 'reference') GROUP BY r.rung_index, r.candidate_id", (SEARCH_SEED,))
+        have = {(r.candidate_id, r.rung_index)
+                for r in self.store.query("SELECT candidate_id, rung_index FROM runs WHERE seed=?", (SEARCH_SEED,))}
         for i, rung in enumerate(self.track.rungs[:-1]):
-            scores = views.rung_scores(self.store, rung.name, SEARCH_SEED)
-            cands = {cid: self.store.candidate(cid) for cid in scores}
-            scores = {cid: v for cid, v in scores.items() if cands[cid].kind in ranked_kinds}
-            n_done = len(scores)
-            k = math.ceil(n_done * rung.keep) if draining else math.floor(n_done * rung.keep + 1e-9)
-            ranked = sorted((cid for cid in scores if cands[cid].kind == "search" and cands[cid].state == "active"),
-                            key=lambda c: scores[c])
-            for cid in ranked[:k]:
-                self.enqueue(cid, i + 1, SEARCH_SEED, "search")
-            if self.reference_id in scores:
+            done = [r for r in rows if r.rung_index == i]
+            k = math.ceil(len(done) * rung.keep) if draining else math.floor(len(done) * rung.keep + 1e-9)
+            ranked = sorted((r for r in done if r.kind == "search" and r.state == "active"), key=lambda r: r.v)
+            for r in ranked[:k]:
+                if (r.candidate_id, i + 1) not in have:
+                    self.enqueue(r.candidate_id, i + 1, SEARCH_SEED, "search")
+            if any(r.candidate_id == self.reference_id for r in done) and (self.reference_id, i + 1) not in have:
                 self.enqueue(self.reference_id, i + 1, SEARCH_SEED, "reference")
 
     def refill(self) -> int:
@@ -669,11 +672,13 @@ class Search:
             "candidates": self.store.scalar("SELECT COUNT(*) FROM candidates WHERE kind='search'"),
             "runs": self.store.scalar("SELECT COUNT(*) FROM runs"),
             "rung_agreement": views.rung_agreement(self.store, self.rung_names),
+            "size_estimate_error": views.size_estimate_error(self.store, top),
             "record": promoter.record_path,
             "verdict": promoter.verdict,
         }
         self.store.set_meta("summary", summary)
-        self.store.event("search_finished", **{k: v for k, v in summary.items() if k != "rung_agreement"})
+        self.store.event("search_finished", **{k: v for k, v in summary.items()
+                                               if k not in ("rung_agreement", "size_estimate_error")})
         return summary
 
     def _default_executor(self):

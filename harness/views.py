@@ -108,6 +108,19 @@ def rung_agreement(store: Store, rung_names: list[str]) -> list[dict]:
     return out
 
 
+def size_estimate_error(store: Store, rung: str) -> dict:
+    """How far the pre-flight size estimate of each candidate was from its real export at `rung`: relative
+    error (estimate - bytes) / bytes over the candidates that ran there, as the search used the estimator."""
+    rows = store.query("SELECT c.estimated_bytes AS est, MIN(r.bytes_total) AS real FROM runs r"
+                       " JOIN candidates c ON c.id = r.candidate_id WHERE r.status='ok' AND r.rung=?"
+                       " AND r.bytes_total > 0 AND c.estimated_bytes IS NOT NULL GROUP BY c.id", (rung,))
+    errors = [(r.est - r.real) / r.real for r in rows]
+    if not errors:
+        return {"n": 0, "mean_abs": None, "max_abs": None, "mean": None}
+    return {"n": len(errors), "mean_abs": sum(map(abs, errors)) / len(errors), "max_abs": max(map(abs, errors)),
+            "mean": sum(errors) / len(errors)}
+
+
 def failures(store: Store, limit: int = 20) -> list:
     return store.query(
         "SELECT r.id, r.candidate_id, r.rung, r.status, r.error, r.finished_at, c.proposer FROM runs r"

@@ -14,7 +14,7 @@ from rich.syntax import Syntax
 from rich.table import Table
 from rich.text import Text
 
-from harness import views
+from harness import ledger, views
 from harness.errors import StoreError
 from harness.store import FINISHED, Store, find_store
 
@@ -134,10 +134,12 @@ def runs_table(store: Store, status: str | None = None, rung: str | None = None,
     title = f"runs in {store.root}" + "".join(f" · {k} {v}" for k, v in
                                               (("state", status), ("rung", rung), ("top", top)) if v)
     rows = []
+    costs, price = ledger.run_costs(store), ledger.price_per_gpu_hour(store)
     for r in store.query(sql, tuple(args)):
         flags = list(r.flags or [])
         if byte_cap and r.bytes_total and r.bytes_total > byte_cap:
             flags.append("over_cap")
+        gh = costs.get(r.id, 0.0)
         style = {"ok": "green", "running": "cyan", "queued": "dim", "cancelled": "yellow"}.get(r.status, "red")
         ref = refs.get(r.rung, {}).get("val_bpb") if r.kind != "reference" else None
         rows.append({
@@ -145,10 +147,13 @@ def runs_table(store: Store, status: str | None = None, rung: str | None = None,
             "status": Text(r.status, style=style), "val_bpb": fmt_bpb(r.val_bpb), "Δbpb": _delta(r.val_bpb, ref),
             "bytes": Text(fmt_bytes(r.bytes_total), style="red" if "over_cap" in flags else ""),
             "wall s": "-" if r.wall_s is None else f"{r.wall_s:.0f}",
+            "GPU-h": f"{gh:.2f}" if r.gpus else "-", "$": f"{gh * price:,.2f}" if r.gpus else "-",
+            "gpu": r.data.get("gpu_sku") or "-",
             "flags / error": Text(", ".join(flags), style="bold red") if flags else Text(_one_line(r.error), "red"),
         })
     columns = [("run", 0, 25, False), ("proposer", 4, 12, False), ("status", 1, 11, False),
                ("val_bpb", 0, 7, True), ("Δbpb", 2, 7, True), ("bytes", 3, 10, True), ("wall s", 5, 6, True),
+               ("GPU-h", 5, 6, True), *([("$", 4, 7, True)] if price else []), ("gpu", 6, 10, False),
                ("flags / error", 1, 14, False)]
     return FitTable(title + (" · flagged" if flagged else ""), columns, rows)
 
@@ -225,12 +230,14 @@ def _seed_table(store: Store, cand, refs: dict, byte_cap: int | None) -> FitTabl
             "Δnats": _delta(r.val_loss, ref and ref["val_loss"]), "bytes": fmt_bytes(r.bytes_total),
             "headroom": Text(fmt_bytes(room), style="red" if room is not None and room < 0 else ""),
             "steps": str(r.steps or "-"), "wall s": "-" if r.wall_s is None else f"{r.wall_s:.0f}",
+            "gpu": f"{r.data.get('gpu_sku') or '-'}" + (f" ×{r.gpus}" if r.gpus else ""),
             "curve": Text(sparkline(curve), style="cyan"),
             "flags / error": Text(flags or _one_line(r.error), style="red"),
         })
     columns = [("run", 0, 25, False), ("status", 1, 8, False), ("val_bpb", 0, 7, True), ("Δbpb", 1, 7, True),
                ("val_loss", 5, 8, True), ("Δnats", 2, 7, True), ("bytes", 3, 10, True), ("headroom", 4, 9, True),
-               ("steps", 6, 6, True), ("wall s", 6, 6, True), ("curve", 5, 8, False), ("flags / error", 2, 12, False)]
+               ("steps", 6, 6, True), ("wall s", 6, 6, True), ("gpu", 6, 10, False), ("curve", 5, 8, False),
+               ("flags / error", 2, 12, False)]
     return FitTable(f"runs of {cand.id}", columns, rows)
 
 
@@ -324,6 +331,12 @@ def show(store: Store, ident: str) -> Group:
     head.add_row("techniques", ", ".join(cand.techniques) or "-")
     head.add_row("rationale", cand.rationale or "-")
     head.add_row("results", _rung_summary(store, cand, refs))
+    price = ledger.price_per_gpu_hour(store)
+    head.add_row("cost", ledger.fmt_cost(ledger.candidate_costs(store).get(cand.id, 0.0), price)
+                 + ("" if price else " (no budget.price_per_gpu_hour in the config: no money)"))
+    note = ledger.candidate_sku_note(store, cand.id, _reference_ids(store))
+    if note:
+        head.add_row("GPUs", Text(note, style="yellow"))
     parts: list[RenderableType] = [Panel(head, title=f"candidate {cand.id}" + (f" · run {run.id}" if run else ""))]
     env = Table(box=None, header_style="bold", padding=(0, 2, 0, 0))
     env.add_column("env override")
@@ -361,6 +374,12 @@ def cmd_list(args: argparse.Namespace) -> int:
         return 0
     table = runs_table(store, state, args.rung, args.flagged, args.top, byte_cap=_byte_cap(store))
     console.print(table if table.rows else Text(f"no runs match ({table.title})", style="yellow"))
+    price = ledger.price_per_gpu_hour(store)
+    console.print(f"spent: {ledger.fmt_cost(ledger.gpu_hours(store), price)}"
+                  + (f" at ${price:g}/GPU-h" if price else " (set budget.price_per_gpu_hour for money)"))
+    note = ledger.sku_note(ledger.skus(store))
+    if note:
+        console.print(Text(note, style="yellow"))
     board = views.standings(store, _byte_cap(store))
     if board:
         best = board[0]

@@ -59,6 +59,8 @@ CREATE TABLE IF NOT EXISTS runs (
     queue_wait_s REAL,
     node TEXT,
     gpu_ids TEXT,
+    gpu_sku TEXT,                      -- the GPUs' name ("cpu" for a CPU run): timings compare within one SKU
+    gpu_driver TEXT,
     val_bpb REAL,
     val_loss REAL,
     pre_quant_val_bpb REAL,
@@ -178,6 +180,7 @@ class Store:
                 self.conn.execute("PRAGMA journal_mode=WAL")
                 self.conn.execute("PRAGMA synchronous=NORMAL")
                 self.conn.executescript(SCHEMA)
+                self._migrate()
         except sqlite3.Error as e:
             raise StoreError(f"cannot open run store {self.db_path}: {e}; check the path and free disk space") from None
         except OSError as e:
@@ -185,6 +188,13 @@ class Store:
                              ) from None
         self.conn.row_factory = sqlite3.Row
         self.expected: dict[str, dict[str, tuple]] | None = None  # see track_own_writes
+
+    def _migrate(self) -> None:
+        """Columns added after a store was created (a search started by an older pgolf resumes)."""
+        have = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
+        for col in ("gpu_sku", "gpu_driver"):
+            if col not in have:
+                self.conn.execute(f"ALTER TABLE runs ADD COLUMN {col} TEXT")
 
     # --- integrity ------------------------------------------------------------------------
     def _rows(self, table: str) -> dict[str, tuple]:
@@ -362,6 +372,7 @@ class Store:
     def finish_run(self, run_id: str, outcome: dict[str, Any]) -> None:
         """Record a finished run's outcome (a RunOutcome.to_dict()) atomically with its metrics."""
         placement = (outcome.get("result") or {}).get("placement") or {}
+        gpu = placement.get("gpu") or {}
         cols = {
             "status": str(outcome["status"]), "val_bpb": outcome.get("val_bpb"), "val_loss": outcome.get("val_loss"),
             "pre_quant_val_bpb": outcome.get("pre_quant_val_bpb"), "rescore_val_bpb": outcome.get("rescore_val_bpb"),
@@ -371,6 +382,7 @@ class Store:
             "flags": _json(list(outcome.get("flags") or [])), "error": outcome.get("error"),
             "finished_at": time.time(), "node": placement.get("node"),
             "gpu_ids": _json(placement.get("gpu_ids") or []), "queue_wait_s": placement.get("queue_wait_s"),
+            "gpu_sku": gpu.get("sku"), "gpu_driver": gpu.get("driver"),
         }
         if placement.get("started_at"):
             cols["started_at"] = placement["started_at"]

@@ -46,6 +46,8 @@ def _header(v: DashView, width: int) -> Text:
         t.append(f", {c['cancelled']} pruned")
     if v.gpu_hours:
         t.append(f" · {v.gpu_hours:.1f} GPU-h")
+        if v.gpu_price:
+            t.append(f" · ${v.gpu_hours * v.gpu_price:,.2f}")
     t.append(f" · {sum(v.candidates.values())} candidates, {v.candidates.get('rejected', 0)} rejected")
     record = (v.finished or {}).get("record") or (v.promotion or {}).get("record")
     if record:
@@ -170,7 +172,19 @@ def _cluster_text(v: DashView, width: int) -> RenderableType:
     grid = Table.grid(padding=(0, 1))
     grid.add_column(width=max(5, min(20, width // 4)))
     grid.add_column(no_wrap=True, overflow="ellipsis")
+    nodes = c.get("node_status") or []
+    if len(nodes) > 1:
+        bits.append(f"{len(nodes)} nodes")
     grid.add_row(ProgressBar(total=1.0, completed=min(1.0, frac)), Text(" · ".join(bits)))
+    # A node without the data gets no work: say which and why, so an idle GPU is never a mystery.
+    for n in nodes:
+        if n.get("data") in ("failed", "staging"):
+            style = "red" if n["data"] == "failed" else "yellow"
+            what = "gets no work" if n["data"] == "failed" else "is staging its data"
+            grid.add_row(Text("!", style=style), Text(f"{n['node']} {what}: {n.get('reason') or ''}".rstrip(": "),
+                                                      style=style))
+    if v.sku_note:
+        grid.add_row(Text("GPUs", style="yellow"), Text(v.sku_note, style="yellow"))
     return grid
 
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-from harness import views
+from harness import ledger, views
 from harness.dash._format import one_line
 from harness.dash._view import BoardRow, DashView, Failure, Job
 from harness.store import Store
@@ -124,7 +124,8 @@ def _load(store: Store, now: float, meta: dict, version: int) -> DashView:
         failures=fails, proposers=views.proposer_families(store, summary),
         llm_budget_usd=llm_cfg.get("max_cost_usd") if llm_on else None,
         curve_rung=curve_rung, curve=tuple(curves.get(curve_rung, ())),
-        curve_span_s=max(0.0, (t1 or now) - (t0 or now)), gpu_hours=views.gpu_hours(store),
+        curve_span_s=max(0.0, (t1 or now) - (t0 or now)), gpu_hours=ledger.gpu_hours(store),
+        gpu_price=ledger.price_per_gpu_hour(store), sku_note=ledger.sku_note(ledger.skus(store)),
     )
 
 

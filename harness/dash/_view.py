@@ -146,7 +146,9 @@ class DashView:
     curve_rung: str = ""
     curve: tuple[float | None, ...] = ()
     curve_span_s: float = 0.0
-    gpu_hours: float = 0.0
+    gpu_hours: float = 0.0  # held by runs (harness/ledger.py)
+    gpu_price: float = 0.0  # config budget.price_per_gpu_hour (0: no money shown)
+    sku_note: str | None = None  # runs on more than one GPU model: timings compare with a caveat
     load_ms: float = 0.0
     error: str = ""
 

@@ -72,6 +72,16 @@ class Track:
     def top_rung(self) -> Rung:
         return self.rungs[-1]
 
+    def run_env(self, rung: Rung, candidate_env: dict[str, str], *, dataset: str | Path, tokenizer: str | Path,
+                seed: int, run_id: str) -> dict[str, str]:
+        """The trainer env of one run at `rung`: the track's settings, then the candidate's overrides, then
+        what the rung forces, then the data and ids the harness owns. The driver's runs and the pre-flight
+        CPU smoke both build it here, so the smoke trains what the ladder would."""
+        env = {**self.env, **candidate_env, **rung.env}
+        env.update(DATA_PATH=str(dataset), TOKENIZER_PATH=str(tokenizer), SEED=str(seed), RUN_ID=run_id)
+        env.setdefault("MAX_WALLCLOCK_SECONDS", str(rung.time_cap_s))
+        return env
+
 
 @dataclass(frozen=True)
 class Budget:
@@ -121,6 +131,13 @@ class LLM:
     timeout_s: float = 120.0
     max_retries: int = 4
     max_repairs: int = 2
+    # The CPU smoke stage of each LLM proposal (catalog techniques are tested in CI and Optuna samples only
+    # shape-checked knobs, so they skip it): a few steps of the cpu-smoke track's tiny model through the
+    # sandboxed runner; a crash goes back to the agent as a repair turn.
+    smoke: bool = True
+    smoke_timeout_s: float = 120.0  # hard wall-clock limit of one smoke, training and re-score together
+    smoke_steps: int = 4  # training steps (the cpu-smoke track's smoke rung runs 4)
+    smoke_concurrency: int = 1  # smoke runs at once: each takes a CPU core from the driver and Ray
 
 
 @dataclass(frozen=True)
@@ -281,7 +298,9 @@ def load_config(path: str | Path | None = None, preset: str | None = None, **ove
 # (section, key) -> (lowest allowed, whether the lowest is allowed itself); every other number is >= 0
 _LOWER = {("budget", "max_candidates"): (1, True), ("", "queue_depth"): (0, False), ("", "eta"): (1, False),
           ("promotion", "alpha"): (0, False), ("llm", "timeout_s"): (0, False), ("llm", "concurrency"): (1, True),
-          ("llm", "max_tokens"): (1, True), ("promotion", "attempts"): (1, True)}
+          ("llm", "max_tokens"): (1, True), ("promotion", "attempts"): (1, True),
+          ("llm", "smoke_timeout_s"): (0, False), ("llm", "smoke_steps"): (1, True),
+          ("llm", "smoke_concurrency"): (1, True)}
 
 
 def _check_ranges(cfg: SearchConfig) -> None:

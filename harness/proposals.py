@@ -7,7 +7,7 @@ into candidates, validates them, and later feeds outcomes back through `observe`
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
@@ -77,6 +77,9 @@ class Validation:
 
 
 Validator = Callable[[str], Validation]
+# The CPU smoke stage (harness.smoke.CpuSmoke): (patched source, patch, env overrides) -> Validation, run
+# after a Validator passed; stage "smoke" when the tiny CPU run crashes, diverges, fails to export or times out.
+SmokeCheck = Callable[[str, str, Mapping[str, str]], Validation]
 
 
 @runtime_checkable

@@ -58,6 +58,7 @@ def attempt_event(
     techniques: tuple[str, ...] | list[str] = (),
     spent_tokens: int = 0,
     spent_usd: float = 0.0,
+    smoke_s: float = 0.0,
 ) -> dict:
     """One attempt record; every key is always present (see the module docstring)."""
     if outcome not in OUTCOMES:
@@ -88,4 +89,5 @@ def attempt_event(
         "techniques": list(techniques),
         "spent_tokens": spent_tokens,  # the budget's totals after this attempt
         "spent_usd": spent_usd,
+        "smoke_s": smoke_s,  # seconds this attempt's CPU smoke run took (0 when it did not get that far)
     }

@@ -518,7 +518,8 @@ def test_key_never_reaches_a_candidates_environment(rig, monkeypatch):
     sandbox = pytest.importorskip("harness.sandbox", reason="harness/sandbox.py is not in this tree yet")
     monkeypatch.setenv(KEY_ENV, KEY)
     monkeypatch.setenv("OPENAI_API_KEY", KEY)
-    proposer, _ = make_proposer(LLMConfig(base_url=rig.server.base_url, api_key_env=KEY_ENV), compile_validator)
+    config = LLMConfig(base_url=rig.server.base_url, api_key_env=KEY_ENV, smoke=False)  # MINI is no real trainer
+    proposer, _ = make_proposer(config, compile_validator)
     rig.server.push(Answer(GOOD))
     [p] = rig.propose(proposer)
     env = sandbox.child_environ(p.env, {"RUN_ID": "c1"})

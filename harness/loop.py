@@ -541,15 +541,31 @@ class Search:
         started = self.store.get_meta("started_at", time.time())
         if b.max_wall_hours and time.time() - started > b.max_wall_hours * 3600:
             return f"wall-time budget of {b.max_wall_hours} h reached"
+        spent = self.spent_budget()
+        if spent:
+            return spent
+        n = self.store.scalar("SELECT COUNT(*) FROM candidates WHERE kind='search' AND state!='rejected'")
+        if n >= b.max_candidates:
+            return f"{n} candidates proposed (max_candidates)"
+        return None
+
+    def spent_budget(self) -> str | None:
+        """The GPU-hour or money budget is spent: unlike the other stops, no run may start any more."""
+        b = self.cfg.budget
         gh = views.gpu_hours(self.store)
         if b.max_gpu_hours and gh >= b.max_gpu_hours:
             return f"GPU-hour budget of {b.max_gpu_hours} reached"
         if b.max_cost_usd and gh * b.price_per_gpu_hour >= b.max_cost_usd:
             return f"cost budget of ${b.max_cost_usd} reached"
-        n = self.store.scalar("SELECT COUNT(*) FROM candidates WHERE kind='search' AND state!='rejected'")
-        if n >= b.max_candidates:
-            return f"{n} candidates proposed (max_candidates)"
         return None
+
+    def stop_spending(self, reason: str) -> None:
+        """Cancel every run not started yet (queued in the store or in the executor); in-flight runs finish."""
+        for run in self.store.runs(status="queued"):
+            if run.id in self.submitted:
+                self.executor.cancel(run.id)  # its CANCELLED outcome comes back through collect()
+            else:
+                self.store.finish_run(run.id, {"status": "cancelled", "error": f"not started: {reason}"})
 
     # --- main -----------------------------------------------------------------------------
     def start(self) -> None:
@@ -631,6 +647,7 @@ class Search:
         try:
             promoter = Promoter(self)
             stop_reason = None
+            spent_said = False
             while True:
                 outcomes = self.executor.poll(timeout=0.5)
                 self.check_tampering(outcomes)
@@ -644,13 +661,22 @@ class Search:
                     if stop_reason:
                         self.announce(f"search phase over: {stop_reason}; finishing what is in flight")
                         self.store.event("search_phase_over", reason=stop_reason)
+                spent = self.spent_budget()
+                if spent and not spent_said:  # checked while draining too: a hard stop, promotion's runs included
+                    spent_said = True
+                    if stop_reason != spent:
+                        self.announce(f"{spent}: no run starts any more; finishing what is in flight")
+                    self.store.event("budget_spent", reason=spent)
+                    stop_reason = stop_reason or spent
                 draining = stop_reason is not None
                 self.promote_rungs(draining)
+                if spent:
+                    self.stop_spending(spent)
                 if not draining and self.refill() == 0 and self.idle() and self._next_proposer() is None:
                     stop_reason = "every proposer is out of ideas"
                     continue
                 if draining and self.idle():
-                    if not promoter.step():
+                    if spent or not promoter.step():
                         break
                 self.dispatch()
             return self.finish(stop_reason, promoter)

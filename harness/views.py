@@ -141,9 +141,12 @@ def llm_spend(store: Store) -> dict:
 
 
 def gpu_hours(store: Store) -> float:
-    """GPU-hours spent by finished and running runs (a CPU run counts as zero GPUs)."""
-    v = store.scalar("SELECT COALESCE(SUM(gpus * COALESCE(wall_s, 0)), 0) FROM runs")
-    return float(v) / 3600.0
+    """GPU-hours held by finished and running runs, as billed (a CPU run counts as zero GPUs).
+
+    The budget stop and the ledger use this one measure (harness/ledger.py says what it counts)."""
+    from harness import ledger
+
+    return ledger.gpu_hours(store)
 
 
 def proposer_stats(store: Store) -> dict[str, dict]:

@@ -195,3 +195,111 @@ def test_worker_node_killed_mid_run_loses_only_its_runs_which_rerun_elsewhere(cl
         assert o.result["placement"]["node_id"] == ids["b"] or rid not in victims
         assert (tmp / "runs" / rid / "result.json").is_file()
     print(f"node lost: detected in {lost_at - t_kill:.1f} s, all runs done {recovered_s:.1f} s after the kill")
+
+
+TRACK = """
+name = "cluster-smoke"
+description = "one tiny rung holding one (logical) GPU, trained on the CPU"
+byte_cap = 400_000
+time_cap_s = 20
+eval_cap_s = 20
+startup_s = 40
+records_folder = "track_cpu_smoke"
+hardware = "CPU"
+
+[data]
+dataset = "local_sp1024"
+tokenizer = "local_1024_bpe.model"
+source = "build"
+root = "{root}"
+
+[env]
+VOCAB_SIZE = "1024"
+NUM_LAYERS = "2"
+MODEL_DIM = "64"
+NUM_HEADS = "4"
+NUM_KV_HEADS = "2"
+TRAIN_SEQ_LEN = "128"
+TRAIN_BATCH_TOKENS = "1024"
+VAL_BATCH_SIZE = "8192"
+VAL_TOKENS = "8192"
+WARMUP_STEPS = "0"
+WARMDOWN_ITERS = "2"
+VAL_LOSS_EVERY = "0"
+TRAIN_LOG_EVERY = "1"
+MAX_WALLCLOCK_SECONDS = "0"
+DEVICE = "cpu"
+COMPILE = "0"
+OMP_NUM_THREADS = "1"
+
+[[rungs]]
+name = "smoke"
+gpus = 1
+time_cap_s = 20
+env = {{ ITERATIONS = "3" }}
+"""
+
+
+def test_pgolf_search_against_the_cluster_stops_on_its_cost_budget(cluster, local_data, tmp_path):
+    """`pgolf search --ray-address` end to end: real trainer runs on the worker nodes, their folders come
+    home, the store records node and GPU model, and the cost budget ends the search cleanly."""
+    import sqlite3
+    import subprocess
+
+    c, nodes, ids, tmp = cluster
+    root = Path(local_data.dataset_dir).parent.parent
+    (tmp_path / "track.toml").write_text(TRACK.format(root=root))
+    (tmp_path / "search.toml").write_text(f"""
+name = "cluster"
+track = "{tmp_path / 'track.toml'}"
+store = "{tmp_path / 'runs'}"
+records = "{tmp_path / 'records'}"
+grace_s = 2.0
+[budget]
+max_candidates = 50
+price_per_gpu_hour = 3600.0  # $1 per GPU-second: the first finished run spends the budget
+max_cost_usd = 1.0
+[proposers]
+optuna = 1.0
+catalog = 0.0
+llm = 0.0
+[promotion]
+enabled = false
+""")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from faulty_trainers.scenarios import driver_env, harness_copy
+
+    # The driver runs from a copy: its tripwire must not see the edits of whoever works in this checkout.
+    harness = harness_copy(tmp_path / "h")
+    env = {k: v for k, v in driver_env(harness).items() if not k.startswith("PGOLF_")}
+    t0 = time.monotonic()
+    p = subprocess.run([sys.executable, "-m", "harness.cli", "search", str(tmp_path / "search.toml"),
+                        "--ray-address", c.address], cwd=harness, env=env, capture_output=True, text=True,
+                       timeout=420)
+    took = time.monotonic() - t0
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    assert "cost budget of $1.0 reached" in p.stdout
+    db = tmp_path / "runs" / "cluster" / "pgolf.db"
+    with sqlite3.connect(db) as conn:
+        rows = conn.execute("SELECT id, status, node, gpu_sku, run_dir, attempt FROM runs").fetchall()
+        cluster_meta = json.loads(conn.execute("SELECT value FROM meta WHERE key='cluster'").fetchone()[0])
+    finished = [r for r in rows if r[1] == "ok"]
+    assert finished, rows
+    node_of = {v[:8]: k for k, v in ids.items()}
+    for _, _, node, sku, run_dir, _ in finished:
+        name = node_of[node.split(":")[1]]
+        assert name in ("a", "b") and sku == SKUS[name]  # GPU runs on worker nodes that hold the data
+        rd = Path(run_dir)
+        assert rd.parent == tmp_path / "runs" / "cluster" / "runs" and (rd / "train.log").stat().st_size > 0
+        assert (rd / "final_model.int8.ptz").is_file() and (rd / "rescore" / "result.json").is_file()
+        assert json.loads((rd / "outcome.json").read_text())["run_dir"] == str(rd)
+        assert str(tmp / name / "data") in (rd / "env.json").read_text()  # it read the node's own copy
+    # A clean stop: nothing left queued or running; what had not started was cancelled, not trained.
+    assert {r[1] for r in rows} <= {"ok", "cancelled"}, rows
+    failed = [n for n in cluster_meta["node_status"] if n["data"] == "failed"]
+    assert [n["node"].split(":")[1] for n in failed] == [ids["c"][:8]]
+    out = subprocess.run([sys.executable, "-m", "harness.cli", "runs", "list", str(tmp_path / "runs" / "cluster")],
+                         cwd=harness, env=env, capture_output=True, text=True, timeout=60).stdout
+    assert "spent: " in out and " GPU-h · $" in out
+    print(f"pgolf search on the 3-node cluster: {len(finished)} run(s) ok, {len(rows) - len(finished)} cancelled,"
+          f" in {took:.0f} s")

@@ -13,9 +13,10 @@ import json
 import math
 import re
 import shutil
+from collections import Counter
 from pathlib import Path
 
-from harness import views
+from harness import ledger, views
 from harness.candidate import Candidate
 from harness.faults import kill_point
 from harness.proposals import Proposal
@@ -237,6 +238,10 @@ class Promoter:
         blockers = self._blockers(cand_runs)
         verdict = str(getattr(j.verdict, "value", j.verdict))
         reason = j.reason if not blockers else f"{j.reason}; blocked: {'; '.join(blockers)}"
+        # Candidate and baseline seeds on different GPU models: the verdict stands, with the caveat in its reason.
+        sku = ledger.sku_note({"confirm": Counter(r.data.get("gpu_sku") or "unrecorded"
+                                                  for r in ok(cand_runs) + ok(ref_runs))})
+        reason += f"; caveat: {sku}" if sku else ""
         w = j.welch
         record = {"verdict": verdict if not blockers else "discard", "reason": reason,
                   "p_value": getattr(w, "p", None), "t_stat": getattr(w, "t", None), "df": getattr(w, "df", None),

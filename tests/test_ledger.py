@@ -96,3 +96,27 @@ def test_store_from_an_older_pgolf_gains_the_sku_columns(tmp_path):
     assert ledger.skus(Store(tmp_path, readonly=True)) == {}  # read-only: no column, no crash
     s = Store(tmp_path)
     assert {"gpu_sku", "gpu_driver"} <= {r.name for r in s.query("PRAGMA table_info(runs)")}
+
+
+def test_a_judgement_across_gpu_models_says_so(tmp_path):
+    """Confirm seeds of the candidate and of the baseline on different GPU models: the caveat is in the reason."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_promote import search
+
+    from harness.promote import Promoter
+
+    s = search(tmp_path, attempts=1)
+    p = Promoter(s)
+    assert p.step() and p.state["winner"] == "a"
+    for r in s.store.runs(status="queued"):
+        sku = "NVIDIA H100 80GB HBM3" if r.candidate_id == "a" else "NVIDIA A100-SXM4-80GB"
+        loss = {"a": 4.20, "ref": 4.35}[r.candidate_id] + r.seed * 1e-3
+        s.store.finish_run(r.id, {"status": "ok", "val_loss": loss, "val_bpb": loss / 1.84, "bytes_total": 100_000,
+                                  "result": {"placement": {"gpu": {"sku": sku, "count": 8, "driver": "550"}}}})
+    p.step()
+    j = s.store.one("SELECT * FROM judgements WHERE candidate_id='a'")
+    assert "caveat: runs of one rung on more than one GPU model" in j.reason
+    assert "NVIDIA A100-SXM4-80GB (3 runs), NVIDIA H100 80GB HBM3 (3 runs)" in j.reason

@@ -610,6 +610,72 @@ def test_ttt_main_calls_legal_ttt_eval_function_without_false_positive():
     assert audit_source(src) == []
 
 
+# Closures: a nested function sees the validation data of the function around it without being passed it.
+# The repository trainer with the catalog's score-first TTT technique applied, then a closure planted in its
+# chunk loop that adapts on the chunk it captures (`ahead`, not a val-looking name).
+TTT_SCORE_LINE = "        with torch.no_grad():  # 1) score the chunk\n"
+TTT_ADAPT_LINE = "        lo = c * TTT_CHUNK_TOKENS\n"
+PEEK_CLOSURE = (
+    "        ahead = val_tokens[c * TTT_CHUNK_TOKENS : (c + 1) * TTT_CHUNK_TOKENS + 1].to(device).long()\n"
+    "\n"
+    "        def peek():\n"
+    "            base_model(ahead[None, :-1], ahead[None, 1:]).backward()\n"
+    "            opt.step()\n"
+    "            opt.zero_grad(set_to_none=True)\n"
+    "\n"
+)
+
+
+def trainer_with_score_first_ttt() -> str:
+    from agents.patches import apply_patch
+    from search_space.techniques import combined_patch, load_catalog
+    from trainer import BASELINE_PATH
+
+    base = BASELINE_PATH.read_text(encoding="utf-8")
+    technique = next(t for t in load_catalog() if t.name == "score_first_ttt")
+    src = apply_patch(base, combined_patch([technique], base))
+    assert src.count(TTT_SCORE_LINE) == 1 and src.count(TTT_ADAPT_LINE) == 1
+    return src
+
+
+def test_catalog_score_first_ttt_on_the_real_trainer_passes():
+    found = audit_source(trainer_with_score_first_ttt())
+    assert found == [], "\n".join(map(str, found))
+
+
+def test_closure_adapting_on_a_captured_val_chunk_before_scoring_is_caught():
+    src = trainer_with_score_first_ttt()
+    early = src.replace(TTT_SCORE_LINE, PEEK_CLOSURE + "        peek()\n" + TTT_SCORE_LINE)
+    found = audit_source(early)
+    assert codes(found) == {"ttt_adapt_before_score"}, "\n".join(map(str, found))
+    assert "peek(" in found[0].message
+    assert early.splitlines()[found[0].line - 1].strip() == "peek()"
+    # the same closure run after the chunk is scored is score-first TTT, and passes
+    late = src.replace(TTT_SCORE_LINE, PEEK_CLOSURE + TTT_SCORE_LINE).replace(
+        TTT_ADAPT_LINE, "        peek()\n" + TTT_ADAPT_LINE
+    )
+    assert audit_source(late) == []
+    # handed to the optimizer as a closure instead of called: the same verdict
+    handed = early.replace("        peek()\n", "        opt.step(peek)\n")
+    assert codes(audit_source(handed)) == {"ttt_adapt_before_score"}
+
+
+def test_nested_function_training_on_the_val_tensor_it_captures_is_caught():
+    # main() loads `val` (built from val_files); its nested score_artifact() reads it without a parameter
+    base = (ROOT / "trainer" / "train_gpt.py").read_text(encoding="utf-8")
+    anchor = "        sync()\n        t = time.perf_counter()\n        vl, vb = eval_val(compiled, val,"
+    assert base.count(anchor) == 1
+    planted_src = base.replace(
+        anchor,
+        "        for i in range(0, 4 * L, L):\n"
+        "            chunk = val[i : i + L + 1].to(device).long()\n"
+        "            base_model(chunk[None, :-1], chunk[None, 1:]).backward()\n" + anchor,
+    )
+    found = audit_source(planted_src)
+    assert codes(found) == {"val_used_for_training"}, "\n".join(map(str, found))
+    assert "score_artifact(" in found[0].message
+
+
 # ---- (g) exec / self-extracting wrappers ------------------------------------------------------------
 
 

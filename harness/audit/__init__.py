@@ -10,10 +10,13 @@ got submissions rejected (PARAMETER_GOLF.md §1.4, §10). Each check is a small 
 * Validation data. Names that look like validation data (``val_tokens``, ``x_val``, ``args.val_files``;
   not metrics such as ``val_loss``) and val-shard path literals (``fineweb_val_*``) are tainted.
   Taint follows assignments in order, through branches, through loops (each body is walked twice so
-  loop-carried values count) and into the parameters of module functions called with tainted
-  arguments. Sizes (``len``, ``.numel()``, ``.shape``) do not carry taint.
+  loop-carried values count), into the parameters of module functions called with tainted
+  arguments, and into the names a nested function captures from the function around it, where that
+  closure is called or handed to a call (``opt.step(closure)``). Sizes (``len``, ``.numel()``,
+  ``.shape``) do not carry taint.
   A ``backward()`` / ``autograd.grad`` on tainted data, or a call with tainted arguments to a module
-  function that back-propagates on its arguments, is an *adaptation* on validation tokens. It is
+  function that back-propagates on its arguments, or running a closure that back-propagates on tainted
+  data it captures, is an *adaptation* on validation tokens. It is
   legal only inside a loop that also adds val losses into a score accumulator (``loss_sum += ...``,
   ``nlls.append(...)``; a name with loss/nll/bpb/bits/score that is not train/running/ema), and
   only after that iteration's score accumulation: an adaptation on data of the current iteration
@@ -26,7 +29,8 @@ got submissions rejected (PARAMETER_GOLF.md §1.4, §10). Each check is a small 
   on the previous chunk before scoring the current one passes only when that chunk is carried over
   in a variable (``prev = chunk``), not when it is re-sliced by index (a false positive); scoring
   inside a helper that mutates an accumulator argument is not seen; whether the returned score is
-  the one reported is only checked within the function (``ttt_score_not_returned``).
+  the one reported is only checked within the function (``ttt_score_not_returned``); closures are
+  followed from functions only (not methods of a class defined inside a function, nor lambdas).
 * Network, processes, clock and environment: imports and calls resolved through import aliases
   (``import lzma as L``, ``from os import system``) and ``getattr(module, "literal")``. Computed
   attribute names, ``eval`` of strings built at runtime, and native extensions are not seen.
@@ -45,6 +49,7 @@ _writes     check_writes (paths outside the working directory)
 _decode     WrapperEval: decoding literal self-extracting payloads, size-capped
 _exec       check_exec (wrappers audited recursively), check_dynamic_access
 _taint      what looks like validation data / a score accumulator / an epoch loop; keys an expression reads
+_scopes     the scopes walked: module, classes, functions with their parameters and closure captures
 _flow       FlowWalker: the flow-sensitive taint and freshness walk of one scope
 _val        check_val_flow (training, calibration and TTT order on val data), check_val_globs
 _source     SOURCE_CHECKS, audit_source

@@ -15,6 +15,7 @@ from typing import Any
 
 from harness.audit._context import Ctx, finding, unparse, walk_no_defs
 from harness.audit._findings import ERROR, Finding
+from harness.audit._scopes import Scope
 from harness.audit._taint import (
     CALIB_RE,
     EPOCH_RE,
@@ -39,14 +40,6 @@ class Event:
     sources: frozenset[str]
     what: str
     target: str | None = None  # S: the accumulator key
-
-
-@dataclass
-class Scope:
-    node: ast.AST  # Module, ClassDef, FunctionDef or AsyncFunctionDef
-    name: str
-    params: list[str]
-    is_function: bool
 
 
 @dataclass
@@ -219,15 +212,21 @@ class FlowWalker:
             data, what = [call.args[0]], f"{name}(...)"
         elif simple and simple in self.adapting and simple != self.scope.name:
             data, what = list(call.args) + [kw.value for kw in call.keywords], f"{simple}(...) (adapts the model)"
-        if data:
-            srcs: set[str] = set()
-            keys: set[str] = set()
-            for d in data:
-                s, k = self.sources(d)
+        srcs: set[str] = set()
+        keys: set[str] = set()
+        for d in data:
+            s, k = self.sources(d)
+            srcs |= s
+            keys |= k
+        closures = self._closures_run(call)
+        for closure, captured in closures.items():  # a closure adapts on what it captures, where it runs
+            if closure in self.adapting and closure != self.scope.name:
+                s, k = self._captured_sources(captured)
                 srcs |= s
                 keys |= k
-            if srcs:
-                self._record("B", call, frozenset(srcs), keys, what)
+                what = what or f"{closure}(...) (adapts the model on {', '.join(sorted(k))}, which it captures)"
+        if srcs:
+            self._record("B", call, frozenset(srcs), keys, what)
         # score accumulation through methods: acc.add_(x), accs.append(x)
         if isinstance(f, ast.Attribute) and f.attr in ("add_", "append", "extend", "addcmul_") and call.args:
             acc = key_of(f.value)
@@ -258,6 +257,27 @@ class FlowWalker:
             params += [kw.arg for kw in call.keywords if kw.arg and self.sources(kw.value)[0]]
             if params:
                 self.res.tainted_calls.append((simple, isinstance(f, ast.Attribute), params))
+        if not self.silent:  # a closure's captures are passed wherever it runs
+            for closure, captured in closures.items():
+                tainted: list[int | str] = sorted(self._captured_sources(captured)[1])
+                if tainted:
+                    self.res.tainted_calls.append((closure, False, tainted))
+
+    def _closures_run(self, call: ast.Call) -> dict[str, list[str]]:
+        """Closures of this scope that `call` runs: called by name, or handed over (`opt.step(closure)`)."""
+        operands = [call.func, *call.args, *(kw.value for kw in call.keywords)]
+        names = [n.id for n in operands if isinstance(n, ast.Name) and n.id in self.scope.closures]
+        return {name: self.scope.closures[name] for name in names}
+
+    def _captured_sources(self, captured: list[str]) -> tuple[set[str], set[str]]:
+        """Taint sources of a closure's captures here, and which captures carry them."""
+        srcs: set[str] = set()
+        tainted: set[str] = set()
+        for name in captured:
+            if s := self._key_sources(name):
+                srcs |= s
+                tainted.add(name)
+        return srcs, tainted
 
     # -- statements ----------------------------------------------------------------------------
     def walk_body(self, body: list[ast.stmt]) -> None:

@@ -12,22 +12,9 @@ from collections.abc import Iterator
 
 from harness.audit._context import Ctx, const_str, finding
 from harness.audit._findings import ERROR, WARNING, Finding
-from harness.audit._flow import Event, FlowWalker, Scope, ScopeResult
+from harness.audit._flow import Event, FlowWalker, ScopeResult
+from harness.audit._scopes import Scope, collect_scopes
 from harness.audit._taint import LOCAL, both_splits_glob
-
-
-def _collect_scopes(tree: ast.Module) -> list[Scope]:
-    scopes = [Scope(tree, "<module>", [], False)]
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-            a = node.args
-            params = [x.arg for x in a.posonlyargs + a.args + a.kwonlyargs]
-            params += [x.arg for x in (a.vararg, a.kwarg) if x is not None]
-            scopes.append(Scope(node, node.name, params, True))
-        elif isinstance(node, ast.ClassDef):
-            scopes.append(Scope(node, node.name, [], False))
-    return scopes
-
 
 
 def _closure(deps: dict[str, set[str]], start: set[str]) -> set[str]:
@@ -46,7 +33,7 @@ def _closure(deps: dict[str, set[str]], start: set[str]) -> set[str]:
 
 def check_val_flow(ctx: Ctx) -> Iterator[Finding]:
     """Validation data used for training, calibration, or TTT that adapts before (or re-)scoring."""
-    scopes = _collect_scopes(ctx.tree)
+    scopes = collect_scopes(ctx.tree)
     by_name: dict[str, list[Scope]] = {}
     for s in scopes:
         if s.is_function:
@@ -78,7 +65,7 @@ def check_val_flow(ctx: Ctx) -> Iterator[Finding]:
                     for p in params:
                         if isinstance(p, int) and p + offset < len(names):
                             new_params[id(target.node)].add(names[p + offset])
-                        elif isinstance(p, str) and p in names:
+                        elif isinstance(p, str) and (p in names or p in target.captures):
                             new_params[id(target.node)].add(p)
         new_adapting = set(adapting)
         for s in scopes:

@@ -29,6 +29,8 @@ NO_SHARED_FS_ENV = "PGOLF_NO_SHARED_FS"
 SCRATCH_ENV = "PGOLF_SCRATCH"
 MAX_SHIP_BYTES = 1 << 30  # a candidate may write junk into its folder: past this, files stay behind (noted)
 _SKIP_DIRS = {"home", "tmp"}  # compile caches: big and worthless at home
+_FIRST = {"outcome.json", "result.json", "train.log", "final_model.int8.ptz", "train_gpt.py", "patch.diff", "env.json",
+          "logs", "rescore", "harness_error.txt"}  # what the driver, audit and export read
 
 
 def write_nonce(folder: Path) -> str:
@@ -61,28 +63,31 @@ def scratch_dir(run_id: str) -> Path:
 
 
 def pack(folder: Path, limit: int = MAX_SHIP_BYTES) -> tuple[bytes, list[str]]:
-    """Tar the run folder (regular files and folders only). Returns (bytes, paths left behind)."""
+    """Tar the run folder (regular files only). Returns (bytes, paths left behind).
+
+    The files the harness judges by go first, so a candidate that fills its folder with junk loses the
+    junk, never its artifact or its log."""
+    files: list[tuple[str, Path]] = []
+    for dirpath, dirnames, filenames in os.walk(folder):
+        rel_dir = Path(dirpath).relative_to(folder)
+        if rel_dir == Path("."):
+            dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
+        files += [((rel_dir / n).as_posix(), Path(dirpath) / n) for n in filenames]
+    files.sort(key=lambda f: (f[0].split("/")[0] not in _FIRST, f[0]))
     buf = io.BytesIO()
     left: list[str] = []
     total = 0
     with tarfile.open(fileobj=buf, mode="w") as tar:
-        for dirpath, dirnames, filenames in os.walk(folder):
-            rel_dir = Path(dirpath).relative_to(folder)
-            if rel_dir == Path("."):
-                dirnames[:] = [d for d in dirnames if d not in _SKIP_DIRS]
-            dirnames.sort()
-            for name in sorted(filenames):
-                p = Path(dirpath) / name
-                rel = str(rel_dir / name) if rel_dir != Path(".") else name
-                if p.is_symlink() or not p.is_file():  # a candidate's link could point anywhere on the node
-                    left.append(rel)
-                    continue
-                size = p.stat().st_size
-                if total + size > limit:
-                    left.append(rel)
-                    continue
-                total += size
-                tar.add(p, arcname=rel, recursive=False)
+        for rel, p in files:
+            if p.is_symlink() or not p.is_file():  # a candidate's link could point anywhere on the node
+                left.append(rel)
+                continue
+            size = p.stat().st_size
+            if total + size > limit:
+                left.append(rel)
+                continue
+            total += size
+            tar.add(p, arcname=rel, recursive=False)
     return buf.getvalue(), left
 
 

@@ -169,4 +169,3 @@ def check_environment(ctx: Ctx) -> Iterator[Finding]:
                 "iterates over os.environ (credentials included); read only the variables the script needs",
                 node if isinstance(node, ast.For) else node.iter,
             )  # fmt: skip
-

@@ -149,4 +149,3 @@ class WrapperEval:
             except Exception as exc:  # corrupt payload, wrong filters, ...
                 raise Undecodable(f"{name} failed: {type(exc).__name__}: {exc}") from exc
         raise Undecodable(f"unsupported expression {type(node).__name__}")
-

@@ -105,4 +105,3 @@ def check_dynamic_access(ctx: Ctx) -> Iterator[Finding]:
                     "imports ctypes/cffi: native calls bypass this audit; document why it is needed",
                     node,
                 )  # fmt: skip
-

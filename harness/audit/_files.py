@@ -42,4 +42,3 @@ def load_json(path: Path, missing: Finding | None) -> tuple[object, list[Finding
         return json.loads(text), []
     except json.JSONDecodeError as exc:
         return None, [Finding(code, ERROR if missing else WARNING, f"not valid JSON ({exc.msg})", file=path.name)]
-

@@ -63,8 +63,6 @@ def check_network(ctx: Ctx) -> Iterator[Finding]:
             yield from module_finding(name, call, "calls")
 
 
-# (c) processes
-
 SUBPROCESS_FUNCS = {
     "subprocess.run", "subprocess.call", "subprocess.check_call", "subprocess.check_output",
     "subprocess.Popen", "subprocess.getoutput", "subprocess.getstatusoutput",

@@ -65,7 +65,6 @@ def _flag_findings(flags: object, origin: str, notes: object = None) -> Iterator
         yield Finding("runner_flag", sev or RUNNER_FLAG_SEVERITY.get(code, ERROR), f"{code}: {msg}", file=origin)
 
 
-
 def _run_result_checks(result: dict) -> Iterator[Finding]:
     for key in ("val_loss", "val_bpb", "bytes_total", "bytes_code"):
         if key not in result:

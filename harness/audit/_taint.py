@@ -88,7 +88,6 @@ def is_score_acc(key: str | None) -> bool:
     return bool(SCORE_ACC_RE.search(last)) and not NOT_SCORE_RE.search(last)
 
 
-
 def assigned_keys(loop: ast.AST) -> set[str]:
     out: set[str] = set()
 

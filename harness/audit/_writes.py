@@ -95,4 +95,3 @@ def check_writes(ctx: Ctx) -> Iterator[Finding]:
             canonical = name.replace("np.", "numpy.", 1) if name.startswith("np.") else name
             for idx in _PATH_WRITE_FUNCS.get(canonical, ()):
                 yield from judge_path(arg(call, idx), call, f"`{name}` writes")
-

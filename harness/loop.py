@@ -139,6 +139,7 @@ class Search:
         # Everything that can be wrong with the input is checked before the store folder is created.
         self.dataset, self.tokenizer = ensure_data(self.track, announce)
         self._data_by_vocab = {self.track.data.vocab_size: (self.dataset, self.tokenizer)}
+        self._techniques: dict | None = None  # the catalog by name, read on first use
         self.space = self._search_space()
         self.store = Store(cfg.search_dir())
         self.rung_names = [r.name for r in self.track.rungs]
@@ -207,6 +208,16 @@ class Search:
         self.proposers["catalog"] = CatalogProposer(catalog, self.preflight, on_event=self._llm_event,
                                                     scale=self.track.scale, env_for=self._technique_env)
 
+    def _technique_cost(self, names: tuple[str, ...]):
+        """The declared byte cost of a proposal's catalog techniques (None when it names none we know)."""
+        from search_space.techniques import merged_cost
+
+        if not names:
+            return None
+        if self._techniques is None:
+            self._techniques = {t.name: t for t in self._catalog()}
+        return merged_cost(self._techniques[n] for n in names if n in self._techniques)
+
     def _technique_env(self, technique) -> dict[str, str]:
         """A technique's settings that its patched defaults cannot carry: the knobs the track pins, and on a small
         track its small-scale settings."""
@@ -265,7 +276,8 @@ class Search:
             if p.trial_number is not None and self.optuna:
                 self.optuna.finish(p.trial_number, None, None, completed=False)
             return None
-        check = self.preflight.check(p.patch, p.env) if kind != "reference" else None
+        cost = self._technique_cost(p.techniques)
+        check = self.preflight.check(p.patch, p.env, cost) if kind != "reference" else None
         state, reason = ("active", "") if check is None or check.ok else ("rejected", f"{check.stage}: {check.reason}")
         if state == "active" and (p.patch or "VOCAB_SIZE" in p.env):
             try:  # the data a candidate's vocabulary needs exists (or is built) before it is queued

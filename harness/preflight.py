@@ -11,7 +11,7 @@ from collections.abc import Callable
 from agents.patches import PatchError, apply_patch
 from harness.audit import audit_source
 from harness.proposals import Validation
-from search_space.size_estimate import estimate_artifact_bytes
+from search_space.size_estimate import SizeCost, estimate_artifact_bytes
 
 
 class Preflight:
@@ -27,7 +27,9 @@ class Preflight:
     def __call__(self, patch: str) -> Validation:
         return self.check(patch, {})
 
-    def check(self, patch: str, env: dict[str, str]) -> Validation:
+    def check(self, patch: str, env: dict[str, str], cost: SizeCost | None = None) -> Validation:
+        """`cost`: what the patch is known to add or change in bytes per parameter (a catalog technique's
+        declared cost): the estimator reads shapes from env knobs only, so a new table is otherwise unseen."""
         if patch.strip():
             try:
                 source = apply_patch(self.baseline_source, patch)
@@ -46,7 +48,7 @@ class Preflight:
             where = f" (line {f.line})" if getattr(f, "line", None) else ""
             return Validation(False, "audit", f"{f.code}{where}: {f.message}", source)
         full_env = {**self.base_env, **env}
-        est = estimate_artifact_bytes(full_env, len(source.encode("utf-8")), self.calibration_fn())
+        est = estimate_artifact_bytes(full_env, len(source.encode("utf-8")), self.calibration_fn(), cost=cost)
         if est.total_bytes > self.byte_cap:
             return Validation(False, "size", f"estimated {est.total_bytes:,} bytes > cap {self.byte_cap:,}; "
                               "shrink the model or quantize harder", source, est.total_bytes)

@@ -46,3 +46,4 @@ def test_a_missing_fetched_variant_names_the_command_that_fetches_it(tmp_path):
     main = dataclasses.replace(main, data=dataclasses.replace(main.data, root=str(tmp_path)))
     with pytest.raises(PgolfError, match="pgolf data fetch --variant sp4096"):
         ensure_data(track_for_vocab(main, 4096), announce=lambda m: None)
+

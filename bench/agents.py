@@ -4,10 +4,12 @@ candidate (Validation.ok), and tokens per trainable candidate.
 By default it runs against the scripted OpenAI-compatible server of the tests (a real HTTP server
 on 127.0.0.1, through the real openai client) answering with a seeded mix: valid patches, prose
 with no edits, patches that do not apply, patches that read validation data during training
-(rejected by the audit when harness/audit.py is present), and 429s with a short Retry-After.
-Repair turns are answered well most of the time, so the numbers show what repairs recover.
+(rejected by the audit when harness/audit.py is present), patches that crash at runtime (a shape
+error in the MLP: only the CPU smoke catches them), and 429s with a short Retry-After. Repair turns are
+answered well most of the time, so the numbers show what repairs recover.
 
     python bench/agents.py [--proposals 60] [--concurrency 4] [--seed 0]
+    python bench/agents.py --smoke --proposals 8   # the whole pipeline: CPU smoke included (seconds each)
 
 Against a real endpoint (any OpenAI-compatible server; the key is read from the named variable
 and never printed):
@@ -16,8 +18,11 @@ and never printed):
         --model gpt-4.1-mini --api-key-env OPENAI_API_KEY --proposals 10 --concurrency 2
     python bench/agents.py --base-url http://127.0.0.1:8000/v1 --model my-model --api-key-env ""  # keyless
 
-The validator is apply -> compile -> the static audit (if present); no size estimate or CPU smoke,
-so "trainable" here means "passes the checks that need no GPU and no data".
+The validator is the search's pre-flight on the cpu-smoke track: apply -> compile -> the static audit ->
+size estimate, then with --smoke the CPU smoke (a few steps of the tiny model through the sandboxed
+runner, on the local corpus built once under data/), as a search runs it for every LLM proposal. Without
+--smoke, "trainable" means "passes the checks that need no GPU and no data", and the runtime crashes of
+the mix count as trainable; with it, they come back as repairs and the smoke's seconds are reported.
 """
 
 from __future__ import annotations
@@ -35,8 +40,8 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
 from agents.llm import LLMConfig, LLMProposer  # noqa: E402
-from agents.patches import PatchError, apply_patch, diff_hash  # noqa: E402
-from harness.proposals import SearchView, Validation  # noqa: E402
+from agents.patches import diff_hash  # noqa: E402
+from harness.proposals import SearchView, Validator  # noqa: E402
 
 FALLBACK_BASELINE = """import os
 
@@ -70,34 +75,20 @@ def load_baseline() -> str:
     return path.read_text() if path.exists() else FALLBACK_BASELINE
 
 
-def make_validator(baseline: str):
-    try:
-        from harness.audit import audit_source
-    except ImportError:
-        audit_source = None
+def make_validator(baseline: str) -> Validator:
+    """The search's own static pre-flight (apply, compile, audit, size estimate) on the cpu-smoke track."""
+    from harness.config import load_track
+    from harness.preflight import Preflight
 
-    def validate(patch: str) -> Validation:
-        try:
-            source = apply_patch(baseline, patch)
-        except PatchError as e:
-            return Validation(False, "apply", str(e))
-        try:
-            compile(source, "train_gpt.py", "exec")
-        except SyntaxError as e:
-            return Validation(False, "compile", f"line {e.lineno}: {e.msg}")
-        if audit_source is not None:
-            errors = [f for f in audit_source(source) if f.severity == "error"]
-            if errors:
-                return Validation(False, "audit", f"{errors[0].code}: {getattr(errors[0], 'message', '')}", source)
-        return Validation(True, "ok", "", source, len(source.encode()))
-
-    return validate, audit_source is not None
+    track = load_track("cpu-smoke")
+    return Preflight(baseline, track.env, track.byte_cap)
 
 
 class ScriptedAgent:
     """Answers like an imperfect coding agent, from a seeded mix, against the real baseline."""
 
-    MIX = {"good": 0.45, "prose": 0.15, "no_apply": 0.2, "val_leak": 0.1, "rate_limit": 0.1}
+    MIX = {"good": 0.4, "prose": 0.1, "no_apply": 0.15, "val_leak": 0.1, "runtime_crash": 0.15, "rate_limit": 0.1}
+    MLP = "        return self.proj(F.relu(self.fc(x)).square())"
 
     def __init__(self, baseline: str, seed: int) -> None:
         self.rng = random.Random(seed)
@@ -134,6 +125,14 @@ class ScriptedAgent:
         answer = self._block(anchor, f"{knob}\n\n\n{anchor}", f"Idea {self.n}: a new tunable constant.")
         return answer + f'\n```json\n{{"knobs": {{"{name}": {{"low": 0.1, "high": 0.9}}}}}}\n```\n'
 
+    def runtime_crash(self) -> str:
+        """Applies, compiles and audits clean, then fails in forward: the MLP output loses columns."""
+        if self.MLP not in self.lines:
+            return self.no_apply()
+        self.n += 1
+        crash = self.MLP.replace(".square())", f".square()[..., : x.size(-1) - {self.n}])")
+        return self._block(self.MLP, crash, f"Idea {self.n}: a narrower MLP output.")
+
     def prose(self) -> str:
         return "I would increase the model width and use a cosine schedule; that should help."
 
@@ -154,7 +153,7 @@ def run(proposer: LLMProposer, baseline: str, target: int, batch: int) -> tuple[
     start = time.monotonic()
     while slots < target and not proposer.exhausted:
         n = min(batch, target - slots)
-        view = SearchView(baseline, "bench", "main-10min-16mb", 16_000_000, None, (), (), frozenset(tried))
+        view = SearchView(baseline, "bench", "cpu-smoke", 400_000, None, (), (), frozenset(tried))  # as the validator
         out = proposer.propose(view, n)
         slots += n
         produced += len(out)
@@ -174,10 +173,19 @@ def main() -> None:
     ap.add_argument("--max-tokens", type=int, default=4096)
     ap.add_argument("--price-in", type=float, default=0.002, help="USD per 1,000 prompt tokens")
     ap.add_argument("--price-out", type=float, default=0.008, help="USD per 1,000 completion tokens")
+    ap.add_argument("--smoke", action="store_true", help="add the CPU smoke stage (seconds per proposal)")
+    ap.add_argument("--smoke-steps", type=int, default=4)
+    ap.add_argument("--smoke-concurrency", type=int, default=1)
     args = ap.parse_args()
 
     baseline = load_baseline()
-    validate, audited = make_validator(baseline)
+    validate = make_validator(baseline)
+    smoke = None
+    if args.smoke:
+        from harness.smoke import CpuSmoke
+
+        smoke = CpuSmoke(steps=args.smoke_steps, concurrency=args.smoke_concurrency)
+        smoke.data()  # the local corpus, built once before the clock starts
     events: list[dict] = []
     common = dict(
         model=args.model,
@@ -191,7 +199,7 @@ def main() -> None:
     server = None
     if args.base_url:
         config = LLMConfig(base_url=args.base_url, api_key_env=args.api_key_env, **common)
-        proposer = LLMProposer(config, validate, on_event=events.append)
+        proposer = LLMProposer(config, validate, on_event=events.append, smoke=smoke)
         where = args.base_url
     else:
         from openai_server import ScriptedOpenAIServer
@@ -199,7 +207,8 @@ def main() -> None:
         server = ScriptedOpenAIServer().start()
         server.set_responder(ScriptedAgent(baseline, args.seed))
         config = LLMConfig(base_url=server.base_url, api_key_env="", backoff_s=0.05, timeout_s=10, **common)
-        proposer = LLMProposer(config, validate, api_key="sk-bench-not-a-real-key", on_event=events.append)
+        proposer = LLMProposer(config, validate, api_key="sk-bench-not-a-real-key", on_event=events.append,
+                               smoke=smoke)
         where = "the scripted server (mix: " + ", ".join(f"{k} {v:.0%}" for k, v in ScriptedAgent.MIX.items()) + ")"
     try:
         produced, seconds = run(proposer, baseline, args.proposals, max(args.concurrency, 1))
@@ -213,7 +222,7 @@ def main() -> None:
     first_turn_ok = sum(1 for e in answered if e["outcome"] == "ok" and e["turn"] == 0)
     print(
         f"endpoint: {where}; model {args.model}; baseline {len(baseline.encode()):,} B; "
-        f"audit {'on' if audited else 'off (harness/audit.py missing)'}"
+        f"pre-flight: apply, compile, audit, size{', CPU smoke' if smoke else ''}"
     )
     print(
         f"conversations {args.proposals}, concurrency {args.concurrency}, max repairs {args.max_repairs}, "
@@ -225,6 +234,12 @@ def main() -> None:
     print(f"{'tokens per trainable candidate':38s} {tokens / max(produced, 1):10,.0f}")
     print(f"{'requests (HTTP attempts)':38s} {len(calls):10d}")
     print(f"{'cost (USD, at the configured prices)':38s} {proposer.budget.spent_usd:10.4f}")
+    if smoke is not None and smoke.seconds:
+        runs = sorted(smoke.seconds)
+        print(f"{'smoke runs':38s} {len(runs):10d}")
+        print(f"{'smoke seconds (median, mean, max)':38s} {runs[len(runs) // 2]:6.1f} {sum(runs) / len(runs):6.1f}"
+              f" {runs[-1]:6.1f}")
+        print(f"{'smoke seconds per trainable candidate':38s} {sum(runs) / max(produced, 1):10.1f}")
     print("outcomes: " + ", ".join(f"{k} {v}" for k, v in Counter(e["outcome"] for e in events).most_common()))
 
 

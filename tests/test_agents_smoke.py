@@ -10,6 +10,8 @@ bound and is rejected with its reason in the run store, and the next conversatio
 from __future__ import annotations
 
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -145,3 +147,26 @@ def test_smoke_is_configured_from_the_llm_section(local_data):
     assert isinstance(on._checker.smoke, CpuSmoke) and on._checker.smoke.steps == 4
     off, _ = make_proposer(LLMConfig(smoke=False), Preflight("x = 1\n", {}, 1), environ={"OPENAI_API_KEY": KEY})
     assert off._checker.smoke is None
+
+
+def test_the_smoke_has_a_hard_timeout(local_data):
+    hang = "import time\n\nwhile True:  # a trainer that never reaches its first step\n    time.sleep(0.05)\n"
+    smoke = CpuSmoke(steps=1, timeout_s=3, data=(local_data.dataset_dir, local_data.tokenizer_path))
+    start = time.monotonic()
+    verdict = smoke(hang)
+    assert time.monotonic() - start < 20
+    assert (verdict.ok, verdict.stage) == (False, "smoke")
+    assert "did not finish within 3 s" in verdict.reason and "stop after ITERATIONS steps" in verdict.reason
+
+
+def test_smoke_runs_are_bounded_in_concurrency(local_data):
+    slow = "import sys\nimport time\n\ntime.sleep(1.5)\nsys.exit('ValueError: no trainer here')\n"
+    smoke = CpuSmoke(steps=1, timeout_s=30, concurrency=1, data=(local_data.dataset_dir, local_data.tokenizer_path))
+    start = time.monotonic()
+    threads = [threading.Thread(target=smoke, args=(slow,)) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert time.monotonic() - start >= 3.0 and len(smoke.seconds) == 2  # one after the other, not together
+    assert all(s >= 1.5 for s in smoke.seconds)

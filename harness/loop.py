@@ -316,10 +316,8 @@ class Search:
         cand = self.store.candidate(run.candidate_id)
         rung = self.track.rungs[run.rung_index]
         source = self.preflight.check(cand.patch, {}).source if cand.patch else self.baseline_source
-        env = {**self.track.env, **cand.env, **rung.env}
         dataset, tokenizer = self.data_paths(source, cand.env)
-        env.update(DATA_PATH=str(dataset), TOKENIZER_PATH=str(tokenizer), SEED=str(run.seed), RUN_ID=run.id)
-        env.setdefault("MAX_WALLCLOCK_SECONDS", str(rung.time_cap_s))
+        env = self.track.run_env(rung, cand.env, dataset=dataset, tokenizer=tokenizer, seed=run.seed, run_id=run.id)
         run_dir = Path(run.run_dir)
         if run_dir.exists():  # a reaped orphan's half-written folder: start clean
             import shutil

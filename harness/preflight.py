@@ -1,6 +1,7 @@
 """Pre-flight: what a proposal must pass before it gets any training time.
 
-apply -> compile -> static legality audit -> artifact-size estimate. Each stage's failure is a
+apply -> compile -> static legality audit -> artifact-size estimate, then for LLM proposals the CPU
+smoke (harness/smoke.py, run by agents/llm after this validator passes). Each stage's failure is a
 one-line reason that goes back to the proposer (and, for LLM agents, into a repair turn).
 """
 

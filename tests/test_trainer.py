@@ -225,3 +225,17 @@ def test_bad_input_is_one_line_and_exit_2(case, overrides, damage, expect, pytho
     err = run.proc.stderr.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "; " in err[0] and expect in err[0], err
     assert named in err[0] and run.out == ""
+
+
+def test_a_parameter_in_no_optimizer_is_a_one_line_error(python, trainer_env, tmp_path):
+    """A patch that adds a module outside the optimizer groups would otherwise train with it frozen at init."""
+    source = BASELINE_PATH.read_text()
+    anchor = "        self.blocks = nn.ModuleList("
+    assert source.count(anchor) == 1
+    patched = tmp_path / "train_gpt.py"
+    patched.write_text(source.replace(anchor, "        self.orphan = nn.Parameter(torch.zeros(4))\n" + anchor))
+    env = {**trainer_env, "RUN_ID": "test", "ITERATIONS": "2", "RESULT_JSON": str(tmp_path / "result.json")}
+    proc = subprocess.run([python, str(patched)], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.strip() == ("error: every trainable parameter must be in exactly one optimizer; add the new "
+                                   "parameters to one")

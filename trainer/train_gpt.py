@@ -566,6 +566,9 @@ def main():
 
         # ---- compile priming: WARMUP_STEPS real steps, then restore the initial weights, optimizer state and data
         loader = TokenLoader(train_files, rank, world, local_tokens, L, device)
+        owned = sorted(id(p) for opt in optimizers for group in opt.param_groups for p in group["params"])
+        if owned != sorted(id(p) for p in base_model.parameters() if p.requires_grad):  # a new module left untrained
+            fail("every trainable parameter must be in exactly one optimizer; add the new parameters to one")
         if h.warmup_steps > 0:
             initial_model = {k: v.detach().clone() for k, v in base_model.state_dict().items()}
             initial_opts = [copy.deepcopy(opt.state_dict()) for opt in optimizers]

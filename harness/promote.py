@@ -96,15 +96,18 @@ class Promoter:
         """The best top-rung candidate not judged yet, if its single-seed gain reaches the margin: one whose
         gain is already under the margin would need luck to pass the judge, and its confirm runs are wasted."""
         judged = set(self.state.get("judged", []))
-        board = [s for s in views.standings(self.store, self.track.byte_cap)
-                 if s.rung_index == self.top and not s.blocked and "over_cap" not in s.flags]
-        ref = next((s for s in board if s.kind == "reference"), None)
+        top = [s for s in views.standings(self.store, self.track.byte_cap) if s.rung_index == self.top]
+        board = [s for s in top if not s.blocked and "over_cap" not in s.flags]
+        ref = next((s for s in top if s.kind == "reference"), None)
         best = next((s for s in board if s.kind == "search" and s.candidate_id not in judged), None)
         why = None
         if best is None:
             why = "no candidate left that finished the top rung" if judged else "no candidate finished the top rung"
         elif ref is None:
             why = "the baseline did not finish the top rung"
+        elif ref.blocked:
+            why = (f"the baseline's top-rung runs are flagged ({', '.join(ref.flags)}); see pgolf runs show"
+                   f" {ref.candidate_id}")
         elif best.val_bpb >= ref.val_bpb:
             why = f"best {best.candidate_id} {best.val_bpb:.4f} does not beat the baseline {ref.val_bpb:.4f}"
         elif math.isfinite(best.val_loss) and math.isfinite(ref.val_loss) and \

@@ -100,3 +100,17 @@ def test_a_best_under_the_margin_is_not_worth_confirming(tmp_path):
     assert not p.step()
     assert p.state["verdict"] == "none" and "under the 0.005 margin" in p.state["reason"]
     assert not s.store.runs(status="queued")
+
+
+def test_a_flagged_baseline_is_named_as_the_reason(tmp_path):
+    s = StoreSearch(tmp_path / "store", Promotion(ablate=False))
+    s.add("ref", kind="reference")
+    s.add("a")
+    s.finish("a", 1337, 4.300)
+    s.enqueue("ref", TOP, 1337, "reference")
+    s.store.finish_run(run_id("ref", TRACK.rungs[TOP].name, 1337),
+                       {"status": "ok", "val_loss": 4.35, "val_bpb": 2.36, "bytes_total": 100_000,
+                        "flags": ["over_time"]})
+    p = Promoter(s)
+    assert not p.step()
+    assert p.state["reason"].startswith("the baseline's top-rung runs are flagged (over_time)")

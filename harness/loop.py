@@ -24,7 +24,7 @@ from pathlib import Path
 
 from harness import sandbox, views
 from harness.candidate import Candidate, run_id, sha256_text
-from harness.config import TRACKS_DIR, SearchConfig, Track, config_to_dict, load_track
+from harness.config import TRACKS_DIR, SearchConfig, config_to_dict, load_track
 from harness.errors import BaselineError, ConfigError, PgolfError, StoreError
 from harness.faults import kill_point
 from harness.optuna_proposer import OptunaProposer, open_study
@@ -32,7 +32,7 @@ from harness.preflight import Preflight
 from harness.proposals import FailedCandidate, Proposal, ScoredCandidate, SearchView
 from harness.runner import RunOutcome, RunSpec, RunStatus
 from harness.store import Store
-from harness.track_data import candidate_vocab, track_for_vocab
+from harness.track_data import candidate_vocab, ensure_data, track_for_vocab
 from harness.tripwire import Tripwire
 from trainer import BASELINE_PATH
 
@@ -54,25 +54,6 @@ def load_baseline(path: str) -> str:
         raise BaselineError(f"baseline {p} is not a Parameter Golf trainer: it reads no env knobs or reports no "
                             "val_bpb; see docs/architecture.md for the trainer contract")
     return source
-
-
-def ensure_data(track: Track, announce: Callable[[str], None] = print) -> tuple[Path, Path]:
-    """Dataset and tokenizer paths for a track, building the local corpus when the track says so."""
-    root = Path(track.data.root).resolve()
-    dataset = root / "datasets" / track.data.dataset
-    tokenizer = root / "tokenizers" / track.data.tokenizer
-    if dataset.is_dir() and tokenizer.exists() and any(dataset.glob("fineweb_val_*.bin")):
-        check_shards(dataset)
-        return dataset, tokenizer
-    if track.data.source == "build":
-        from data.build import build_dataset, stdlib_documents
-
-        announce(f"building the local corpus into {root} (once; the standard library's docstrings)")
-        built = build_dataset(stdlib_documents(), dest=root, vocab_size=track.data.vocab_size)
-        return Path(built.dataset_dir), Path(built.tokenizer_path)
-    raise PgolfError(f"data for track {track.name} is missing at {dataset}; run: pgolf data fetch --variant "
-                     f"{track.data.dataset.rsplit('_', 1)[-1]} --train-shards {track.data.train_shards} "
-                     f"--dest {track.data.root}")
 
 
 DISK_FULL_FREE_BYTES = 64 << 20  # below this much free space under the store, a write error means "disk full"
@@ -106,17 +87,6 @@ def finished_outcome(run_dir: Path, run_id: str) -> RunOutcome | None:
     if "harness_error" in o.flags or "killed by SIG" in (o.error or "") or _DISK_FULL.search(o.error or ""):
         return None
     return o
-
-
-def check_shards(dataset: Path) -> None:
-    """Every shard's header and size (a few bytes each): a corrupted shard fails now, not in every run."""
-    from data.shards import ShardError, read_header
-
-    for shard in sorted(dataset.glob("fineweb_*.bin")):
-        try:
-            read_header(shard)
-        except ShardError as e:
-            raise PgolfError(f"corrupted data: {e}") from None
 
 
 @dataclass

@@ -120,7 +120,7 @@ class CpuSmoke:
     def data(self) -> tuple[Path, Path]:
         with self._data_lock:
             if self._data is None:
-                from harness.loop import ensure_data  # the driver's own data set-up; imported late (loop imports a lot)
+                from harness.track_data import ensure_data  # the driver's own data set-up
 
                 self._data = ensure_data(self.track, announce=log.info)
             return self._data

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from harness.config import Track
-from harness.errors import ConfigError
+from harness.errors import ConfigError, PgolfError
 
 
 def candidate_vocab(track: Track, source: str, env: Mapping[str, str]) -> int:
@@ -42,3 +43,33 @@ def track_for_vocab(track: Track, vocab: int) -> Track:
                           f" / {track.data.tokenizer}; name them ..._sp{old} and ..._{old}_bpe.model")
     data = dataclasses.replace(track.data, dataset=dataset, tokenizer=tokenizer, vocab_size=vocab)
     return dataclasses.replace(track, data=data)
+
+
+def ensure_data(track: Track, announce: Callable[[str], None] = print) -> tuple[Path, Path]:
+    """Dataset and tokenizer paths for a track, building the local corpus when the track says so."""
+    root = Path(track.data.root).resolve()
+    dataset = root / "datasets" / track.data.dataset
+    tokenizer = root / "tokenizers" / track.data.tokenizer
+    if dataset.is_dir() and tokenizer.exists() and any(dataset.glob("fineweb_val_*.bin")):
+        check_shards(dataset)
+        return dataset, tokenizer
+    if track.data.source == "build":
+        from data.build import build_dataset, stdlib_documents
+
+        announce(f"building the local corpus into {root} (once; the standard library's docstrings)")
+        built = build_dataset(stdlib_documents(), dest=root, vocab_size=track.data.vocab_size)
+        return Path(built.dataset_dir), Path(built.tokenizer_path)
+    raise PgolfError(f"data for track {track.name} is missing at {dataset}; run: pgolf data fetch --variant "
+                     f"{track.data.dataset.rsplit('_', 1)[-1]} --train-shards {track.data.train_shards} "
+                     f"--dest {track.data.root}")
+
+
+def check_shards(dataset: Path) -> None:
+    """Every shard's header and size (a few bytes each): a corrupted shard fails now, not in every run."""
+    from data.shards import ShardError, read_header
+
+    for shard in sorted(dataset.glob("fineweb_*.bin")):
+        try:
+            read_header(shard)
+        except ShardError as e:
+            raise PgolfError(f"corrupted data: {e}") from None

@@ -9,8 +9,7 @@ import pytest
 from agents.patches import apply_patch
 from harness.config import load_track
 from harness.errors import ConfigError, PgolfError
-from harness.loop import ensure_data
-from harness.track_data import candidate_vocab, track_for_vocab
+from harness.track_data import candidate_vocab, ensure_data, track_for_vocab
 from search_space.techniques import load_catalog
 from trainer import BASELINE_PATH
 

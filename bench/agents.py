@@ -154,7 +154,7 @@ def run(proposer: LLMProposer, baseline: str, target: int, batch: int) -> tuple[
     while slots < target and not proposer.exhausted:
         n = min(batch, target - slots)
         view = SearchView(baseline, "bench", "cpu-smoke", 400_000, None, (), (), frozenset(tried))  # as the validator
-        out = proposer.propose(view, n)
+        out = proposer.propose_and_wait(view, n)  # one round at a time: slots are counted per round
         slots += n
         produced += len(out)
         tried |= {diff_hash(p.patch) for p in out}

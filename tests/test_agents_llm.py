@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import textwrap
 import threading
+import time
 from dataclasses import dataclass, field
 
 import pytest
@@ -165,7 +166,8 @@ class Rig:
         )
 
     def propose(self, proposer: LLMProposer, v: SearchView | None = None, n: int = 1) -> list[Proposal]:
-        out = proposer.propose(v or view(), n)
+        """The blocking form: these tests are about one round of conversations, not the timing."""
+        out = proposer.propose_and_wait(v or view(), n, timeout=60)
         self.proposals += out
         return out
 
@@ -531,3 +533,104 @@ def test_redact_catches_the_key_and_key_shaped_strings():
     assert redact("Bearer abcdefghijklmnop", []) == "[REDACTED]"
     assert redact("sk-proj-ABCDEFGHIJKLMNOP1234", []) == "[REDACTED]"
     assert redact("ask-questions and tasks", []) == "ask-questions and tasks"
+
+
+# --- background conversations: propose never waits -------------------------------------------
+
+
+def poll(proposer: LLMProposer, want: int, v: SearchView | None = None, deadline_s: float = 30.0) -> list[Proposal]:
+    """Ask like the loop does, every tick, for what is still missing, until `want` proposals came."""
+    got: list[Proposal] = []
+    end = time.monotonic() + deadline_s
+    while len(got) < want and time.monotonic() < end:
+        got += proposer.propose(v or view(), want - len(got))
+        time.sleep(0.05)
+    return got
+
+
+def asked(server: ScriptedOpenAIServer, n: int) -> None:
+    end = time.monotonic() + 10
+    while len(server.chat_requests) < n and time.monotonic() < end:
+        time.sleep(0.01)
+    assert len(server.chat_requests) >= n
+
+
+def test_a_slow_answer_does_not_block_propose(rig):
+    rig.server.push(Sleep(3.0, Answer(GOOD)))
+    proposer = rig.proposer(timeout_s=20)
+    started = time.monotonic()
+    assert proposer.propose(view(), 1) == []
+    assert time.monotonic() - started < 2.0, "propose waited for the answer"  # the answer takes 3 s
+    assert proposer.busy and proposer.saturated and rig.events == []  # nothing answered yet
+    assert proposer.propose(view(), 1) == []  # asking again while it thinks starts nothing more
+    [p] = poll(proposer, 1)
+    assert "leaky_relu" in apply_patch(MINI, p.patch) and not proposer.busy
+    assert rig.outcomes() == ["ok"] and len(rig.server.chat_requests) == 1
+    assert proposer.close(timeout=5)
+
+
+def test_background_proposals_arrive_later_each_exactly_once(rig):
+    rig.server.push(Sleep(0.3, Answer(GOOD)), Sleep(1.5, Answer(GOOD_2)))
+    proposer = rig.proposer(concurrency=2, timeout_s=20)
+    first = proposer.propose(view(), 2)
+    assert first == [] and proposer.busy
+    got = poll(proposer, 2)
+    assert len(got) == 2 and len({p.patch for p in got}) == 2  # none handed over twice
+    assert len(rig.server.chat_requests) == 2 and rig.outcomes() == ["ok", "ok"]
+    assert proposer.close(timeout=5) and proposer.propose(view(), 2) == []  # closed: nothing more, no call
+    assert len(rig.server.chat_requests) == 2
+
+
+def test_each_conversation_keeps_the_view_it_was_started_with(rig):
+    old = make_diff(MINI, MINI.replace("0.04))", "0.05))"))
+    v1 = view(leaderboard=(ScoredCandidate("c-old", 1.21, None, "screen", old, {}, "catalog"),))
+    rig.server.push(Sleep(0.5, Answer(NOT_APPLYING)), Answer(GOOD))  # a repair turn after the view changed
+    proposer = rig.proposer(explore_from_baseline=0.0, timeout_s=20)
+    assert proposer.propose(v1, 1) == []
+    [p] = poll(proposer, 1, view())  # the driver's later views show no leaderboard at all
+    assert p.parents == ("c-old",) and "0.05))" in apply_patch(MINI, p.patch)
+    assert all("c-old" in r.messages[1]["content"] for r in rig.server.chat_requests)
+
+
+def test_a_round_that_proposes_nothing_lets_the_loop_back_off(rig):
+    rig.server.push(Status(401))
+    proposer = rig.proposer(max_retries=0)
+    assert proposer.propose(view(), 1) == [] and proposer.busy
+    assert proposer.wait(timeout=10) and rig.outcomes() == ["http_error"]
+    assert proposer.propose(view(), 1) == [] and not proposer.busy  # empty and idle: "ask again later"
+    assert len(rig.server.chat_requests) == 1
+    rig.server.push(Answer(GOOD))
+    assert proposer.propose(view(), 1) == [] and proposer.busy  # after the back-off: a new round
+    assert len(poll(proposer, 1)) == 1
+
+
+def test_close_waits_for_the_running_conversation_and_makes_no_further_call(rig):
+    rig.server.push(Sleep(0.5, Answer(NOT_APPLYING)), Answer(GOOD))
+    proposer = rig.proposer(max_repairs=1, timeout_s=20)
+    assert proposer.propose(view(), 1) == []
+    asked(rig.server, 1)  # the conversation is under way (a plan not started yet is simply dropped)
+    assert proposer.close(timeout=10) and not proposer.busy
+    assert rig.outcomes() == ["apply_error"]  # its attempt was delivered by close, in this thread
+    assert len(rig.server.chat_requests) == 1 and rig.server.pending == 1  # the repair turn was never asked
+
+
+def test_close_is_bounded_when_an_answer_hangs(rig):
+    rig.server.push(Sleep(20, Answer(GOOD)))
+    proposer = rig.proposer(timeout_s=30)
+    assert proposer.propose(view(), 1) == []
+    asked(rig.server, 1)
+    started = time.monotonic()
+    assert proposer.close(timeout=0.3) is False and proposer.busy
+    assert time.monotonic() - started < 5 and rig.events == []  # the unfinished attempt is not recorded
+
+
+def test_a_bug_in_a_conversation_surfaces_from_the_next_propose(rig):
+    def broken(patch: str) -> Validation:
+        raise RuntimeError("validator bug")
+
+    rig.server.push(Answer(GOOD))
+    proposer = rig.proposer(validator=broken)
+    assert proposer.propose(view(), 1) == []
+    assert proposer.wait(timeout=10)
+    with pytest.raises(RuntimeError, match="validator bug"):
+        proposer.propose(view(), 1)

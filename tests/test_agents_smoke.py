@@ -72,7 +72,7 @@ def test_runtime_crash_goes_back_as_a_repair_and_the_repaired_patch_becomes_a_pr
     assert preflight("").ok  # the baseline passes the static stages: what fails below is the smoke
     server.push(Answer(answer(SHAPE_BUG, "Narrower MLP output."), prompt_tokens=900, completion_tokens=120),
                 Answer(answer(LEAKY, "LeakyReLU(0.5) squared."), prompt_tokens=1100, completion_tokens=110))
-    [p] = proposer.propose(view, 1)
+    [p] = proposer.propose_and_wait(view, 1)
     assert "F.leaky_relu(self.fc(x), 0.5)" in apply_patch(view.baseline_source, p.patch)
     assert p.proposer == "llm:explorer" and p.rationale.startswith("LeakyReLU")
 
@@ -96,14 +96,14 @@ def test_a_patch_that_keeps_crashing_is_rejected_with_its_reason_and_the_search_
     server, proposer, store, view, _ = setup
     server.push(Answer(answer(SHAPE_BUG, "Narrower MLP output.")), Answer(answer(NAME_BUG, "A gain on the MLP.")),
                 Answer(answer(LEAKY, "LeakyReLU(0.5) squared.")))
-    assert proposer.propose(view, 1) == []  # max_repairs=1: the first answer and one repair, both crash
+    assert proposer.propose_and_wait(view, 1) == []  # max_repairs=1: the first answer and one repair, both crash
     rows = calls(store)
     assert [(r["outcome"], r["turn"]) for r in rows] == [("smoke_error", 0), ("smoke_error", 1)]
     assert "NameError" in rows[1]["reason"] and "mlp_gain" in rows[1]["reason"], rows[1]["reason"]
     assert all(r["patch_hash"] and r["tokens"] > 0 for r in rows)
     assert len(server.chat_requests) == 2 and server.pending == 1
 
-    [p] = proposer.propose(view, 1)  # the next conversation is not held back by the rejected one
+    [p] = proposer.propose_and_wait(view, 1)  # the next conversation is not held back by the rejected one
     assert "leaky_relu" in p.patch and [r["outcome"] for r in calls(store)][-1] == "ok"
 
 

@@ -12,9 +12,16 @@ Roles: `explorer` (a new structural idea, on the baseline or the current best) a
 conflict). Proposals carry the knob ranges the agent declared, for the loop's nested Optuna
 search.
 
-Conversations run concurrently (`concurrency` threads); the CPU smoke inside them is bounded on its
-own (`smoke_concurrency`), so HTTP waits overlap with smoke runs but smoke runs do not pile up on the
-CPU. `propose` returns when its conversations are done.
+Conversations run in the background, at most `concurrency` at once, each on a snapshot of the view
+it was started with; the CPU smoke inside them is bounded on its own (`smoke_concurrency`), so HTTP
+waits overlap with smoke runs but smoke runs do not pile up on the CPU. `propose` never waits for
+them: it hands over the proposals finished so far and starts new conversations, so the driver keeps
+collecting and dispatching runs while an answer (30-60 s with the smoke) is on its way. Attempt
+events are queued by the conversation threads and delivered to `on_event` only by the caller's
+thread (`propose`, `drain`, `wait`, `close`): the loop's SQLite store is written from the driver
+thread alone. `busy` tells the loop that an empty answer means "not yet", not "out of ideas";
+`close(timeout)` stops starting conversations and waits, bounded, for the running ones.
+`propose_and_wait` is the blocking form, for benchmarks and tests.
 """
 
 from __future__ import annotations
@@ -24,9 +31,10 @@ import os
 import queue
 import random
 import threading
+import time
 import uuid
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
 from agents.events import attempt_event
@@ -88,6 +96,16 @@ class LLMProposer:
         self._combined: set[frozenset[str]] = set()  # candidate pairs already given to the combiner
         self._history: dict[str, list[str]] = {}  # patch hash or conversation -> [rationale, outcome]
         self._budget_reported = False
+        # The background conversations; everything below is guarded by self._lock.
+        self._events: queue.Queue[dict] = queue.Queue()  # filled by conversation threads, emptied by drain()
+        self._queued: deque[tuple[SearchView, _Plan]] = deque()  # planned, waiting for a worker
+        self._unfinished = 0  # conversations queued or running
+        self._workers = 0  # live worker threads, at most config.concurrency
+        self._ready: list[Proposal] = []  # finished proposals not handed over yet
+        self._errors: list[Exception] = []  # bugs raised in a conversation, re-raised by the next propose
+        self._fruitless = 0  # conversations that ended without a proposal since the last one that made one
+        self._done = threading.Condition(self._lock)  # notified whenever a conversation ends
+        self._closed = threading.Event()
 
     def _returned(self, key: str) -> bool:
         with self._lock:
@@ -104,24 +122,45 @@ class LLMProposer:
     # Proposer protocol ------------------------------------------------------------------------
 
     def propose(self, view: SearchView, n: int) -> list[Proposal]:
-        if n <= 0:
+        """Up to n proposals finished so far, at once; starts conversations on `view` so that, with those
+        still running, n are under way (at most `concurrency` at a time). Call from one thread only.
+
+        Empty with `busy` set means "still thinking". Empty with `busy` clear after a round of
+        conversations that all failed means "ask again later" (the endpoint is down or the agent keeps
+        missing): the loop backs off, and the next call starts a new round."""
+        self.drain()
+        self._raise_error()
+        if n <= 0 or self._closed.is_set():
             return []
-        events: queue.Queue[dict] = queue.Queue()
         if self.budget.exhausted:
-            self._report_budget(events.put)
-            self._drain(events)
+            self._report_budget(self._events.put)
+            self.drain()
+            return self._take(n)
+        out = self._take(n)
+        with self._lock:
+            if not out and not self._unfinished and self._fruitless >= self.config.concurrency:
+                self._fruitless = 0  # this empty answer makes the loop back off; its next call starts afresh
+                return []
+            start = min(self.config.concurrency, n - len(out)) - self._unfinished
+        if start > 0:
+            self._start(view, start)
+        return out
+
+    def propose_and_wait(self, view: SearchView, n: int, timeout: float | None = None) -> list[Proposal]:
+        """The blocking form: run n conversations on `view` (at most `concurrency` at a time) and return
+        what they proposed once they are done or `timeout` seconds have passed."""
+        self.drain()
+        self._raise_error()
+        if n <= 0 or self._closed.is_set():
             return []
-        plans = self._plan(view, n)
-        results: list[Proposal | None] = []
-        with ThreadPoolExecutor(max_workers=min(self.config.concurrency, len(plans))) as pool:
-            futures = [pool.submit(self._run, view, plan, events.put) for plan in plans]
-            pending = set(futures)
-            while pending:
-                _, pending = wait(pending, timeout=0.05, return_when=FIRST_COMPLETED)
-                self._drain(events)  # on_event runs in the caller's thread only
-            results = [f.result() for f in futures]
-        self._drain(events)
-        return [p for p in results if p is not None]
+        if self.budget.exhausted:
+            self._report_budget(self._events.put)
+            self.drain()
+            return []
+        self._start(view, n)
+        self.wait(timeout)
+        self._raise_error()
+        return self._take(None)
 
     def observe(self, candidate_id: str, proposal: Proposal, val_bpb: float | None, status: str) -> None:
         key = diff_hash(proposal.patch)
@@ -129,6 +168,107 @@ class LLMProposer:
             if key in self._history:
                 score = f", val_bpb {val_bpb:.4f}" if val_bpb is not None else ""
                 self._history[key][1] = f"{status}{score} ({candidate_id})"
+
+    @property
+    def busy(self) -> bool:
+        """Conversations are queued or running: their proposals (or rejections) are still to come."""
+        with self._lock:
+            return self._unfinished > 0
+
+    @property
+    def saturated(self) -> bool:
+        """A propose call now would hand over nothing and start nothing: every slot is busy."""
+        with self._lock:
+            return not self._ready and self._unfinished >= self.config.concurrency
+
+    def drain(self) -> None:
+        """Deliver the events the conversations queued to `on_event`, in the caller's thread. The
+        driver calls it every tick, so attempts reach the store while it asks for nothing."""
+        while True:
+            try:
+                event = self._events.get_nowait()
+            except queue.Empty:
+                return
+            self._on_event(event)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Until no conversation is queued or running (True) or `timeout` seconds passed (False),
+        delivering their events meanwhile."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            self.drain()
+            with self._lock:
+                if not self._unfinished:
+                    break
+                left = 0.05 if deadline is None else min(0.05, deadline - time.monotonic())
+                if left <= 0:
+                    break
+                self._done.wait(left)  # wakes early when a conversation ends
+        self.drain()
+        with self._lock:
+            return not self._unfinished
+
+    def close(self, timeout: float = 0.0) -> bool:
+        """Start no more conversations, drop the queued ones, ask the running ones to stop before their
+        next call, and wait up to `timeout` seconds for them (events delivered). True when none is left.
+        A conversation still running afterwards is a daemon thread: it never holds up the process's exit,
+        and its events are not delivered (its partial work is simply not recorded)."""
+        self._closed.set()
+        with self._lock:
+            self._unfinished -= len(self._queued)
+            self._queued.clear()
+            self._done.notify_all()
+        return self.wait(timeout)
+
+    def _take(self, n: int | None) -> list[Proposal]:
+        """Hand over up to n finished proposals (all with None); each is handed over once."""
+        with self._lock:
+            cut = len(self._ready) if n is None else n
+            out, self._ready = self._ready[:cut], self._ready[cut:]
+        return out
+
+    def _raise_error(self) -> None:
+        with self._lock:
+            error = self._errors.pop(0) if self._errors else None
+        if error is not None:
+            raise error
+
+    # Background conversations ------------------------------------------------------------------
+
+    def _start(self, view: SearchView, n: int) -> None:
+        plans = self._plan(view, n)
+        with self._lock:
+            self._queued.extend((view, plan) for plan in plans)  # the view is frozen: each keeps its snapshot
+            self._unfinished += len(plans)
+            spawn = min(self.config.concurrency - self._workers, len(self._queued))
+            self._workers += max(spawn, 0)
+        for _ in range(spawn):
+            # daemon: a conversation stuck in an HTTP call or a smoke run never keeps the driver from exiting
+            threading.Thread(target=self._work, name="llm-conversation", daemon=True).start()
+
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                if not self._queued:
+                    self._workers -= 1
+                    return
+                view, plan = self._queued.popleft()
+            proposal = None
+            try:
+                if not self._closed.is_set():
+                    proposal = self._run(view, plan, self._events.put)
+            except Exception as e:  # a bug: the driver hears of it from its next propose call
+                log.exception("LLM conversation failed")
+                with self._lock:
+                    self._errors.append(e)
+            with self._lock:
+                self._unfinished -= 1
+                if proposal is not None:
+                    self._ready.append(proposal)
+                    self._fruitless = 0
+                else:
+                    self._fruitless += 1
+                self._done.notify_all()
 
     # Planning ---------------------------------------------------------------------------------
 
@@ -233,6 +373,8 @@ class LLMProposer:
     ) -> Proposal | None:
         """Ask, judge, and send a rejection back for repair, at most max_repairs times."""
         for turn in range(self.config.max_repairs + 1):
+            if self._closed.is_set():  # the search is finishing: no new call, nothing half-recorded
+                return None
             try:
                 done = self._chat.complete(messages, self._http_error_sink(emit, plan, conversation, turn))
             except CallStopped as stop:
@@ -332,14 +474,6 @@ class LLMProposer:
             self._budget_reported = True
         log.warning("LLM proposer stopped: %s", self.budget.why)
         self._emit(emit, _Plan("", "", ""), "", 0, Verdict("budget", "budget", self.budget.why or "budget exhausted"))
-
-    def _drain(self, events: queue.Queue[dict]) -> None:
-        while True:
-            try:
-                event = events.get_nowait()
-            except queue.Empty:
-                return
-            self._on_event(event)
 
     def _remember(self, key: str, rationale: str, outcome: str) -> None:
         with self._lock:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import math
 import os
 import re
@@ -36,8 +37,13 @@ from harness.track_data import candidate_vocab, ensure_data, track_for_vocab
 from harness.tripwire import Tripwire
 from trainer import BASELINE_PATH
 
+log = logging.getLogger(__name__)
+
 SEARCH_SEED = 1337  # the official default SEED: every search-phase run uses it, confirm seeds are fresh
 PRIORITY = {"search": 0, "reference": 5, "ablation": 8, "confirm": 10}
+# How long the end of a search waits for proposals still being written (an LLM conversation's current call
+# or CPU smoke run), so their attempts reach the store; what is still running after it is not recorded.
+PROPOSER_CLOSE_WAIT_S = 60.0
 
 
 def load_baseline(path: str) -> str:
@@ -213,8 +219,8 @@ class Search:
             share += self.cfg.proposers.llm  # the offline agent stands in for a missing or spent LLM
         return share
 
-    def _next_proposer(self) -> str | None:
-        live = [n for n in self.proposers if self.exhausted.get(n, 0) < time.time()]
+    def _next_proposer(self, skip: set[str] | frozenset[str] = frozenset()) -> str | None:
+        live = [n for n in self.proposers if n not in skip and self.exhausted.get(n, 0) < time.time()]
         if not live:
             return None
         total = sum(self.proposed_by.values()) + 1
@@ -487,17 +493,25 @@ class Search:
         n_search = self.store.scalar("SELECT COUNT(*) FROM candidates WHERE kind='search' AND state!='rejected'")
         budget_left = self.cfg.budget.max_candidates - n_search
         added, attempts = 0, 0
+        thinking: set[str] = set()  # proposers whose answers are on their way: asked again next tick
         while pending + added < target and added < budget_left and attempts < 3 * target:
-            name = self._next_proposer()
+            name = self._next_proposer(thinking)
             if name is None:
                 break
             attempts += 1
+            proposer = self.proposers[name]
+            if getattr(proposer, "saturated", False):  # nothing finished and no free slot: skip building a view
+                thinking.add(name)
+                continue
             want = max(1, min(self.cfg.llm.concurrency, target - pending - added)) if name == "llm" else 1
             try:
-                props = self.proposers[name].propose(self.view(), want)
+                props = proposer.propose(self.view(), want)
             except Exception as e:  # a proposer bug must not end an overnight search
                 self.store.event("proposer_error", proposer=name, error=f"{type(e).__name__}: {e}")
                 self.exhausted[name] = time.time() + 300
+                continue
+            if not props and getattr(proposer, "busy", False):  # not out of ideas: still thinking, no back-off
+                thinking.add(name)
                 continue
             if not props:  # out of ideas, or its endpoint is down: ask again later, and later each time
                 streak = self._empty_streak.get(name, 0)
@@ -510,6 +524,25 @@ class Search:
                 if self.add_candidate(p):
                     added += 1
         return added
+
+    def _proposers_busy(self) -> bool:
+        """Some proposer has work in flight (LLM conversations): the search is not out of ideas."""
+        return any(getattr(p, "busy", False) for p in list(self.proposers.values()))
+
+    def _drain_proposers(self) -> None:
+        """Store the attempts background conversations finished: the store is written from this thread only."""
+        for p in list(self.proposers.values()):  # a budget event may add the catalog proposer meanwhile
+            drain = getattr(p, "drain", None)
+            if drain is not None:
+                drain()
+
+    def _close_proposers(self, timeout: float) -> None:
+        """Stop background proposers, waiting up to `timeout` seconds for what they are writing."""
+        for name, p in list(self.proposers.items()):
+            close = getattr(p, "close", None)
+            if close is not None and not close(timeout) and timeout > 0:
+                self.announce(f"{name} proposer still busy after {timeout:g} s; its unfinished attempts are not"
+                              " recorded")
 
     def slots(self) -> int:
         cap = self.executor.capacity()
@@ -632,6 +665,7 @@ class Search:
                 outcomes = self.executor.poll(timeout=0.5)
                 self.check_tampering(outcomes)
                 self.collect(outcomes)
+                self._drain_proposers()
                 self.sync_progress()
                 self.store.set_meta("cluster", {**self.executor.capacity(),
                                                 "busy_fraction": self.executor.busy_fraction(),
@@ -652,7 +686,8 @@ class Search:
                 self.promote_rungs(draining)
                 if spent:
                     self.stop_spending(spent)
-                if not draining and self.refill() == 0 and self.idle() and self._next_proposer() is None:
+                if (not draining and self.refill() == 0 and self.idle() and self._next_proposer() is None
+                        and not self._proposers_busy()):
                     stop_reason = "every proposer is out of ideas"
                     continue
                 if draining and self.idle():
@@ -661,9 +696,14 @@ class Search:
                 self.dispatch()
             return self.finish(stop_reason, promoter)
         finally:
+            try:  # after an error or Ctrl-C: stop conversations now; attempts already finished are stored
+                self._close_proposers(0.0)
+            except Exception:  # noqa: BLE001 - the error being raised matters more than these events
+                log.exception("closing the proposers failed")
             self.executor.shutdown()
 
     def finish(self, stop_reason: str | None, promoter) -> dict:
+        self._close_proposers(PROPOSER_CLOSE_WAIT_S)  # their last attempts are stored before the summary
         top = self.rung_names[-1]
         for c in self.store.candidates(state="active", kind="search"):
             reached = self.store.one("SELECT rung, val_bpb FROM runs WHERE candidate_id=? AND status='ok'"

@@ -2,7 +2,8 @@
 
 One record per LLM request (failed HTTP attempts included) and per catalog attempt. The loop
 passes an `on_event` callable to the proposers and stores what it receives; the proposers call
-it from the thread that called `propose`, never from worker threads.
+it from the thread that calls them (`propose`, and the LLM proposer's `drain`, `wait`, `close`),
+never from worker threads: their conversations queue events for that thread to deliver.
 """
 
 from __future__ import annotations

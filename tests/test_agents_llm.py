@@ -634,3 +634,16 @@ def test_a_bug_in_a_conversation_surfaces_from_the_next_propose(rig):
     assert proposer.wait(timeout=10)
     with pytest.raises(RuntimeError, match="validator bug"):
         proposer.propose(view(), 1)
+
+
+def test_budget_stops_background_conversations_between_calls(rig):
+    estimate = estimate_tokens(explorer_messages(view(), MINI, "the baseline"))
+    budget = Budget(max_total_tokens=estimate + 500 + 100)  # one call fits, a second one cannot
+    proposer = rig.proposer(max_tokens=500, budget=budget)
+    rig.server.push(Answer(GOOD, prompt_tokens=estimate // 2, completion_tokens=100), Answer(GOOD_2))
+    assert proposer.propose(view(), 1) == []
+    assert len(poll(proposer, 1)) == 1
+    assert proposer.propose(view(), 1) == [] and proposer.wait(timeout=10)  # its call is never made
+    assert rig.outcomes() == ["ok", "budget"] and proposer.exhausted and not proposer.busy
+    assert proposer.propose(view(), 1) == [] and not proposer.busy  # stopped: the loop backs off quietly
+    assert len(rig.server.chat_requests) == 1 and len(rig.events) == 2

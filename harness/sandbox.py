@@ -75,8 +75,14 @@ _SECRET_PREFIXES = ("AWS_", "OPENAI_", "ANTHROPIC_", "AZURE_", "GITHUB_", "GH_",
 _MIN_SECRET_VALUE = 8  # shorter values are not searched for inside other variables
 
 
+# Not secrets though they read like ones: the driver needs them to join a token-authenticated Ray cluster.
+_NOT_SECRET = frozenset({"RAY_AUTH_MODE", "RAY_AUTH_TOKEN_PATH"})
+
+
 def is_secret_name(name: str) -> bool:
     upper = name.upper()
+    if upper in _NOT_SECRET:
+        return False
     if upper.startswith(_SECRET_PREFIXES):
         return True
     return any(word in _SECRET_WORDS for word in re.split(r"[^A-Z0-9]+", upper))

@@ -82,6 +82,8 @@ def test_dashboard_shows_money_and_nodes_without_data(store_dir):
     console.print(dash.render(dash.load_view(s, now=time.time()), 160, 40))
     text = console.export_text()
     assert "7.0 GPU-h · $17.50" in text
+    board = text.splitlines()[3:6]  # the leaderboard's header and rows: what each candidate spent
+    assert " $ " in board[0] and "7.50" in board[1] and "10.00" in board[2], board
     line = next(x for x in text.splitlines() if "gpu-b:22222222" in x)
     assert "2 nodes" in text and "gpu-b:22222222 gets no work: data staging" in line
     assert "gpu-a" not in text  # a node with its data is not worth a line

@@ -90,3 +90,10 @@ def test_gpu_facts_without_nvidia_smi(monkeypatch):
     assert gpu_facts("0,1") == {"sku": "unknown", "count": 2, "driver": None}
     monkeypatch.setenv("PGOLF_GPU_SKU", "NVIDIA H100 80GB HBM3")
     assert gpu_facts("3") == {"sku": "NVIDIA H100 80GB HBM3", "count": 1, "driver": None}
+
+
+def test_the_driver_keeps_what_it_needs_to_join_a_token_ray_cluster():
+    from harness.sandbox import is_secret_name
+
+    assert not is_secret_name("RAY_AUTH_MODE") and not is_secret_name("RAY_AUTH_TOKEN_PATH")
+    assert is_secret_name("RAY_AUTH_TOKEN")  # the token itself is still scrubbed: use ~/.ray/auth_token

@@ -59,27 +59,33 @@ def _header(v: DashView, width: int) -> Text:
 
 # Leaderboard columns. Full: every column, exact byte counts. Compact (narrow terminals): seeds and rung share
 # one cell (4@full), sizes read 15.86M, and columns drop from the end of the priority list until the rest fit.
-_BOARD_ORDER = ("#", "candidate", "rung", "val_bpb", "Δbpb", "Δnats", "bytes", "room", "seeds", "p", "flags")
-_COMPACT_PRIORITY = ("#", "candidate", "val_bpb", "Δbpb", "seeds", "bytes", "Δnats", "flags", "p", "room")
+_BOARD_ORDER = ("#", "candidate", "rung", "val_bpb", "Δbpb", "Δnats", "bytes", "room", "seeds", "p", "cost", "flags")
+_COMPACT_PRIORITY = ("#", "candidate", "val_bpb", "Δbpb", "seeds", "bytes", "Δnats", "flags", "p", "room", "cost")
 _FULL_W = {"#": 3, "candidate": 14, "rung": 6, "val_bpb": 15, "Δbpb": 8, "Δnats": 8, "bytes": 10, "room": 10,
-           "seeds": 2, "p": 6, "flags": 8}
+           "seeds": 2, "p": 6, "cost": 7, "flags": 8}
 _SMALL_W = {**_FULL_W, "#": 2, "candidate": 9, "val_bpb": 13, "Δbpb": 7, "Δnats": 7, "bytes": 6, "room": 6,
             "seeds": 8, "flags": 9}
 
 
-def board_columns(width: int) -> tuple[list[str], bool]:
-    """Leaderboard columns that fit `width` cells, and whether they are the compact ones."""
+def board_columns(width: int, cost: bool = False) -> tuple[list[str], bool]:
+    """Leaderboard columns that fit `width` cells, and whether they are the compact ones. `cost`: a column of
+    what each candidate spent (GPU searches only: on a CPU track it would be zeros)."""
     need = lambda cols, w: sum(w[c] + 1 for c in cols)  # noqa: E731  (one cell of padding per column)
-    if need(_BOARD_ORDER, _FULL_W) <= width:
-        return list(_BOARD_ORDER), False
-    cols = list(_COMPACT_PRIORITY)
+    order = [c for c in _BOARD_ORDER if cost or c != "cost"]
+    if need(order, _FULL_W) <= width:
+        return order, False
+    cols = [c for c in _COMPACT_PRIORITY if c in order]
     while need(cols, _SMALL_W) > width and len(cols) > 3:
         cols.pop()
-    return [c for c in _BOARD_ORDER if c in cols], True
+    return [c for c in order if c in cols], True
 
 
 def _delta_text(d: float | None) -> Text:
     return Text(fmt_signed(d, 4), style="" if d is None else ("green" if d < 0 else "red"))
+
+
+def _money(x: float) -> str:
+    return f"{x:,.2f}" if x < 100 else f"{x:,.0f}"
 
 
 def _num(n: int | None, small: bool, digits: int = 4) -> str:
@@ -89,11 +95,11 @@ def _num(n: int | None, small: bool, digits: int = 4) -> str:
 def board_table(v: DashView, width: int, rows: int) -> RenderableType:
     if not v.board:
         return Text("no finished runs yet", style="dim")
-    cols, small = board_columns(width)
+    cols, small = board_columns(width, cost=v.gpu_hours > 0)
     t = Table(box=None, padding=(0, 1, 0, 0), header_style="bold", expand=True, show_edge=False)
     heads = {"#": "#", "candidate": "candidate", "rung": "rung", "val_bpb": "val_bpb ±std", "Δbpb": "Δbpb",
              "Δnats": "Δnats", "bytes": "bytes", "room": "headroom", "seeds": "n@rung" if small else "n", "p": "p",
-             "flags": "flags"}
+             "flags": "flags", "cost": "$" if v.gpu_price else "GPU-h"}
     for c in cols:
         left = c in ("candidate", "rung", "flags", "seeds")
         t.add_column(heads[c], justify="left" if left else "right", no_wrap=True, overflow="ellipsis",
@@ -111,6 +117,7 @@ def board_table(v: DashView, width: int, rows: int) -> RenderableType:
             "room": Text(_num(b.headroom, small, 3), style="red" if (b.headroom or 0) < 0 else "dim"),
             "seeds": Text(f"{b.seeds}@{b.rung}" if small else str(b.seeds)),
             "p": Text(fmt_p(b.p_value), style="green" if b.p_value is not None and b.p_value < 0.01 else ""),
+            "cost": Text(_money(b.gpu_hours * v.gpu_price) if v.gpu_price else f"{b.gpu_hours:.1f}", style="dim"),
             "flags": Text(b.flags_str or ("promoted" if b.state == "promoted" else ""),
                           style="bold red" if b.bad else ("bold green" if b.state == "promoted" else "yellow")),
         }

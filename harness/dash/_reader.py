@@ -103,7 +103,9 @@ def _load(store: Store, now: float, meta: dict, version: int) -> DashView:
     summary = views.candidate_summary(store)
     baseline = views.reference_scores(store, [r.any_id for r in summary if r.kind == "reference"])
     rows, ranked = views.leaderboard(store, BOARD_LIMIT)
-    board = tuple(_board_row(i + 1, r, baseline, byte_cap) for i, r in enumerate(rows))
+    costs = ledger.candidate_costs(store)
+    board = tuple(dataclasses.replace(_board_row(i + 1, r, baseline, byte_cap),
+                                      gpu_hours=costs.get(r["candidate_id"], 0.0)) for i, r in enumerate(rows))
     fails = tuple(Failure(r["ts"], r["what"], r["id"], r["rung"], r["status"], one_line(r["reason"]),
                           r["proposer"]) for r in views.recent_failures(store, FAILURE_LIMIT))
 

@@ -29,6 +29,7 @@ class BoardRow:
     delta_nats: float | None
     p_value: float | None
     flags: tuple[str, ...]
+    gpu_hours: float = 0.0  # held by all the candidate's runs (harness/ledger.py)
 
     @property
     def headroom(self) -> int | None:

@@ -84,7 +84,12 @@ SmokeCheck = Callable[[str, str, Mapping[str, str]], Validation]
 
 @runtime_checkable
 class Proposer(Protocol):
-    """Decides what to try next. Ray Tune's suggest/on_trial_complete, Optuna's ask/tell."""
+    """Decides what to try next. Ray Tune's suggest/on_trial_complete, Optuna's ask/tell.
+
+    A proposer that works in the background (agents.llm.LLMProposer) also has `busy` (work in flight:
+    an empty answer means "not yet"), `saturated` (asking now would give and start nothing), `drain()`
+    (deliver its queued events in the caller's thread) and `close(timeout)`; the loop uses them when
+    present, so the protocol itself stays two methods."""
 
     name: str
 

@@ -246,6 +246,8 @@ def test_pgolf_search_against_the_cluster_stops_on_its_cost_budget(cluster, loca
     import sqlite3
     import subprocess
 
+    from harness.audit import audit_path, format_report
+
     c, nodes, ids, tmp = cluster
     root = Path(local_data.dataset_dir).parent.parent
     (tmp_path / "track.toml").write_text(TRACK.format(root=root))
@@ -294,6 +296,8 @@ enabled = false
         assert (rd / "final_model.int8.ptz").is_file() and (rd / "rescore" / "result.json").is_file()
         assert json.loads((rd / "outcome.json").read_text())["run_dir"] == str(rd)
         assert str(tmp / name / "data") in (rd / "env.json").read_text()  # it read the node's own copy
+        report = audit_path(rd, byte_cap=400_000)  # the audit works on the head, on the shipped folder
+        assert report.ok, format_report(report)
     # A clean stop: nothing left queued or running; what had not started was cancelled, not trained.
     assert {r[1] for r in rows} <= {"ok", "cancelled"}, rows
     failed = [n for n in cluster_meta["node_status"] if n["data"] == "failed"]

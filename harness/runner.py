@@ -38,30 +38,28 @@ Run folder (run_dir):
 from __future__ import annotations
 
 import collections
-import dataclasses
-import enum
 import hashlib
 import json
 import logging
 import math
 import os
-import re
 import shutil
 import signal
-import subprocess
-import sys
 import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from harness import sandbox
 from harness.logparse import LogSummary, error_line
+from harness.process import Exec, execute
+from harness.run_types import RunOutcome, RunSpec, RunStatus
 
 log = logging.getLogger(__name__)
+
+__all__ = ["RunOutcome", "RunSpec", "RunStatus", "run_candidate"]  # the types live in harness.run_types
 
 SANDBOX_SCRIPT = Path(sandbox.__file__).resolve()
 RESCORE_TOLERANCE = 1e-4  # |re-score - claimed| above this (in bpb) flags rescore_mismatch
@@ -71,269 +69,6 @@ VAL_SHARD_GLOB = "fineweb_val_*.bin"
 HARNESS_KEYS = ("RESULT_JSON", "ARTIFACT_PATH", "RUN_ID", "EVAL_ONLY", "HOME", "TMPDIR", "PYTHONUNBUFFERED",
                 "PYTHONDONTWRITEBYTECODE")
 _PATH_KEYS = ("DATA_PATH", "TOKENIZER_PATH")
-_RUN_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$")
-_POLL_S = 0.1
-
-
-class RunStatus(enum.StrEnum):
-    QUEUED = "queued"
-    RUNNING = "running"
-    OK = "ok"
-    CRASH = "crash"
-    TIMEOUT = "timeout"
-    OVER_BUDGET = "over_budget"
-    INVALID = "invalid"
-    CANCELLED = "cancelled"
-
-    def is_finished(self) -> bool:
-        return self not in (RunStatus.QUEUED, RunStatus.RUNNING)
-
-
-@dataclass(frozen=True, kw_only=True)
-class RunSpec:
-    run_id: str
-    run_dir: Path
-    source: str  # full text of the (patched) train_gpt.py
-    patch: str = ""  # unified diff vs the baseline (may be empty), saved as patch.diff
-    env: dict[str, str] = field(default_factory=dict)  # trainer env: knobs, rung settings, DATA_PATH, SEED...
-    nproc: int = 1  # processes; > 1 runs under torchrun --standalone --nproc_per_node=N
-    time_cap_s: float  # the track's training cap (what MAX_WALLCLOCK_SECONDS defaults to)
-    grace_s: float = 30.0
-    eval_cap_s: float | None = None  # the trainer's own final eval allowance; the re-score's cap
-    byte_cap: int = 16_000_000
-    rescore: bool = True
-    python: str = sys.executable
-    startup_s: float = 120.0  # interpreter + imports + compile + data loading, on top of the caps
-    term_grace_s: float = 5.0  # SIGTERM -> SIGKILL delay when the harness kills a run
-    time_tolerance_s: float = 0.5  # reported train time may exceed time_cap_s by this before over_time
-    rescore_nproc: int | None = None  # processes for the re-score (None = nproc)
-    max_log_bytes: int = 256 * 1024 * 1024  # a run printing more is killed (disk protection)
-    keep_fp_model: bool = False  # keep the trainer's unquantized final_model.pt (tens of MB per run)
-    keep_scratch: bool = False  # keep home/ and tmp/ (compile caches) after the run
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "run_dir", Path(self.run_dir))
-        if not isinstance(self.run_id, str) or not _RUN_ID_RE.match(self.run_id):
-            raise ValueError(f"RunSpec.run_id {self.run_id!r}: use 1-200 chars of [A-Za-z0-9._-]")
-        if not isinstance(self.source, str) or not self.source.strip():
-            raise ValueError("RunSpec.source must be the non-empty text of train_gpt.py")
-        try:
-            self.source.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise ValueError(f"RunSpec.source is not encodable as UTF-8: {e}") from None
-        if not isinstance(self.patch, str):
-            raise ValueError("RunSpec.patch must be a string (may be empty)")
-        if not isinstance(self.env, dict) or not all(isinstance(k, str) and isinstance(v, str)
-                                                     for k, v in self.env.items()):
-            raise ValueError("RunSpec.env must map str to str (format numbers as the trainer parses them)")
-        bad = [k for k in self.env if not k or "=" in k or "\0" in k or "\0" in self.env[k]]
-        if bad:
-            raise ValueError(f"RunSpec.env has unusable names or values: {bad}")
-        if not (isinstance(self.nproc, int) and self.nproc >= 1):
-            raise ValueError(f"RunSpec.nproc must be an int >= 1, got {self.nproc!r}")
-        if self.rescore_nproc is not None and not (isinstance(self.rescore_nproc, int) and self.rescore_nproc >= 1):
-            raise ValueError(f"RunSpec.rescore_nproc must be None or an int >= 1, got {self.rescore_nproc!r}")
-        for name in ("time_cap_s", "grace_s", "startup_s", "term_grace_s", "time_tolerance_s"):
-            v = getattr(self, name)
-            if not isinstance(v, (int, float)) or not math.isfinite(v) or v < 0 or (name == "time_cap_s" and v == 0):
-                raise ValueError(f"RunSpec.{name} must be a finite number >= 0 (time_cap_s > 0), got {v!r}")
-        if self.eval_cap_s is not None and not (isinstance(self.eval_cap_s, (int, float)) and self.eval_cap_s > 0):
-            raise ValueError(f"RunSpec.eval_cap_s must be None or > 0, got {self.eval_cap_s!r}")
-        if not (isinstance(self.byte_cap, int) and self.byte_cap > 0):
-            raise ValueError(f"RunSpec.byte_cap must be a positive int, got {self.byte_cap!r}")
-        if not self.python:
-            raise ValueError("RunSpec.python must name an interpreter")
-
-    @property
-    def kill_after_s(self) -> float:
-        """Wall seconds after which the training process group is killed."""
-        return self.time_cap_s + (self.eval_cap_s or 0.0) + self.grace_s + self.startup_s
-
-    @property
-    def rescore_kill_after_s(self) -> float:
-        return (self.eval_cap_s or self.time_cap_s) + self.grace_s + self.startup_s
-
-
-@dataclass
-class RunOutcome:
-    """What one run came to. JSON-serializable via to_dict()/from_dict().
-
-    `val_bpb`/`val_loss` are official (the re-score) when status is OK and `not_rescored` is not
-    in `flags`; for OVER_BUDGET they repeat the candidate's claim for information; otherwise None
-    (the claim, if any, stays in `claimed_val_bpb`). Flags: bytes_mismatch, rescore_mismatch,
-    log_result_mismatch, over_time, over_eval_time, code_modified, env_secret_stripped,
-    not_rescored, rescore_network_not_isolated, rescore_fs_not_isolated, harness_error.
-    """
-
-    run_id: str
-    status: RunStatus
-    error: str | None = None  # ONE line: cause + fix
-    val_loss: float | None = None  # official: the re-score when there is one
-    val_bpb: float | None = None
-    pre_quant_val_loss: float | None = None
-    pre_quant_val_bpb: float | None = None
-    claimed_val_loss: float | None = None  # what the candidate reported for its artifact
-    claimed_val_bpb: float | None = None
-    bytes_total: int | None = None  # recounted by the harness
-    bytes_code: int | None = None
-    bytes_model: int | None = None
-    steps: int | None = None
-    train_time_ms: float | None = None  # reported by the trainer
-    eval_time_ms: float | None = None
-    wall_s: float | None = None  # training process, measured by the harness from outside
-    rescore_wall_s: float | None = None
-    rescore_val_bpb: float | None = None
-    rescore_val_loss: float | None = None
-    exit_code: int | None = None  # negative = killed by that signal
-    stopped_early: bool | None = None
-    flags: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)  # one human-readable line per flag / oddity
-    val_history: list[dict] = field(default_factory=list)
-    result: dict = field(default_factory=dict)  # the raw result file
-    peak_memory_mib: float | None = None
-    device: str | None = None
-    world_size: int | None = None
-    code_sha256: str | None = None
-    artifact_sha256: str | None = None
-    run_dir: str | None = None
-    started_at: float | None = None
-    finished_at: float | None = None
-    isolation: dict = field(default_factory=dict)  # stage ("training", "rescore") -> what contained it
-
-    def flag(self, name: str, note: str | None = None) -> None:
-        if name not in self.flags:
-            self.flags.append(name)
-        if note:
-            self.notes.append(f"{name}: {note}")
-
-    def to_dict(self) -> dict[str, Any]:
-        d = dataclasses.asdict(self)
-        d["status"] = self.status.value
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> RunOutcome:
-        names = {f.name for f in dataclasses.fields(cls)}
-        kwargs = {k: v for k, v in d.items() if k in names}
-        kwargs["status"] = RunStatus(kwargs.get("status", RunStatus.CRASH))
-        return cls(**kwargs)
-
-
-# --------------------------------------------------------------------------------------------
-# Process execution
-# --------------------------------------------------------------------------------------------
-
-@dataclass
-class _Exec:
-    returncode: int | None
-    killed: str | None  # None, "timeout", "cancel", "log_limit"
-    wall_s: float
-    spawn_error: str | None = None
-
-
-class _Tail:
-    """Incremental reader of a growing log file that yields complete lines."""
-
-    def __init__(self, path: Path, chunk: int = 1 << 20):
-        self.path, self.chunk, self.offset, self.buf = path, chunk, 0, b""
-
-    def size(self) -> int:
-        try:
-            return self.path.stat().st_size
-        except OSError:
-            return 0
-
-    def read(self, final: bool = False) -> list[str]:
-        lines: list[str] = []
-        try:
-            with open(self.path, "rb") as f:
-                f.seek(self.offset)
-                while True:
-                    data = f.read(self.chunk)
-                    if not data:
-                        break
-                    self.offset += len(data)
-                    parts = (self.buf + data).split(b"\n")
-                    self.buf = parts.pop()
-                    lines.extend(p.decode("utf-8", "replace") for p in parts)
-                    if not final and len(lines) > 100_000:
-                        break  # keep a poll short; the rest comes next time
-        except OSError:
-            return lines
-        if final and self.buf:
-            lines.append(self.buf.decode("utf-8", "replace"))
-            self.buf = b""
-        return lines
-
-
-def _exited(pid: int) -> bool:
-    """Has the child exited? Does not reap it (WNOWAIT), so its pgid stays reserved for killpg."""
-    try:
-        return os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None
-    except ChildProcessError:
-        return True
-
-
-def _terminate(pid: int, term_grace_s: float) -> None:
-    """Ask the shim to terminate its tree; SIGKILL the whole group if it has not exited in time."""
-    try:
-        os.kill(pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
-    deadline = time.monotonic() + term_grace_s + 3.0
-    while time.monotonic() < deadline:
-        if _exited(pid):
-            return
-        time.sleep(0.02)
-    _killpg(pid)
-
-
-def _killpg(pgid: int) -> None:
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-
-
-def _execute(cmd: list[str], *, cwd: Path, env: dict[str, str], log_path: Path, kill_after_s: float,
-             term_grace_s: float, max_log_bytes: int, cancel: threading.Event | None,
-             on_line: Callable[[str], None]) -> _Exec:
-    start = time.monotonic()
-    try:
-        with open(log_path, "wb") as logf:
-            proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=logf,
-                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
-    except OSError as e:
-        return _Exec(None, None, time.monotonic() - start, spawn_error=f"{type(e).__name__}: {e}")
-    tail = _Tail(log_path)
-    killed = None
-    try:
-        while True:
-            done = _exited(proc.pid)
-            for line in tail.read():
-                on_line(line)
-            if done:
-                break
-            if cancel is not None and cancel.is_set():
-                killed = "cancel"
-            elif time.monotonic() - start > kill_after_s:
-                killed = "timeout"
-            elif tail.size() > max_log_bytes:
-                killed = "log_limit"
-            if killed:
-                _terminate(proc.pid, term_grace_s)
-                break
-            time.sleep(_POLL_S)
-    except BaseException:
-        _terminate(proc.pid, term_grace_s)
-        raise
-    finally:
-        _killpg(proc.pid)  # the leader is at most a zombie here: its pgid cannot have been reused
-        proc.wait()
-        wall = time.monotonic() - start
-        for line in tail.read(final=True):
-            on_line(line)
-    return _Exec(proc.returncode, killed, wall)
 
 
 def _shim_cmd(spec: RunSpec, argv: list[str], nproc: int, prefix: list[str] = (), opts: list[str] = ()) -> list[str]:
@@ -547,7 +282,7 @@ def _run(spec: RunSpec, o: RunOutcome, on_progress, cancel) -> None:
          "none: no user namespace here; a root candidate can read other processes' memory")
         + "; has the network and may write outside its run folder (the driver checks its files and the run store)")
     prefix = ["unshare", "-r"] if userns else []
-    ex = _execute(_shim_cmd(spec, ["train_gpt.py"], spec.nproc, prefix), cwd=rd, env=env, log_path=rd / "train.log",
+    ex = execute(_shim_cmd(spec, ["train_gpt.py"], spec.nproc, prefix), cwd=rd, env=env, log_path=rd / "train.log",
                   kill_after_s=spec.kill_after_s, term_grace_s=spec.term_grace_s,
                   max_log_bytes=spec.max_log_bytes, cancel=cancel, on_line=on_line)
     o.wall_s, o.exit_code = round(ex.wall_s, 3), ex.returncode
@@ -574,7 +309,7 @@ def _run(spec: RunSpec, o: RunOutcome, on_progress, cancel) -> None:
     _rescore(spec, o, rd, overrides, cancel)
 
 
-def _judge_training(spec: RunSpec, o: RunOutcome, rd: Path, ex: _Exec, summary: LogSummary,
+def _judge_training(spec: RunSpec, o: RunOutcome, rd: Path, ex: Exec, summary: LogSummary,
                     recent: collections.deque) -> None:
     """Set o.status to a final status, or leave RUNNING when the run is fit for re-scoring."""
     if ex.spawn_error:
@@ -750,7 +485,7 @@ def _rescore(spec: RunSpec, o: RunOutcome, rd: Path, overrides: dict[str, str], 
 
     nproc = spec.rescore_nproc or spec.nproc
     try:
-        ex = _execute(_shim_cmd(spec, ["train_gpt.py"], nproc, prefix, opts), cwd=sd, env=env,
+        ex = execute(_shim_cmd(spec, ["train_gpt.py"], nproc, prefix, opts), cwd=sd, env=env,
                       log_path=sd / "train.log", kill_after_s=spec.rescore_kill_after_s,
                       term_grace_s=spec.term_grace_s, max_log_bytes=spec.max_log_bytes, cancel=cancel,
                       on_line=on_line)

@@ -118,7 +118,9 @@ def _stream(server, rel: str, size: int, dest: Path) -> None:
 def _fetch(need: DataNeed, root: Path) -> None:
     from data.fetch import fetch
 
-    fetch(need.fetch_variant, need.train_shards, dest=root, progress=False)
+    # The node's own environment names the source (HF_ENDPOINT, MATCHED_FINEWEB_REPO_ID, a mirror near it).
+    fetch(need.fetch_variant, need.train_shards, dest=root, endpoint=os.environ.get("HF_ENDPOINT") or None,
+          progress=False)
 
 
 def stage_here(need: DataNeed, server) -> dict:
@@ -150,7 +152,8 @@ def stage_here(need: DataNeed, server) -> dict:
             raise OSError(f"tokenizer {root / need.tokenizer} missing after staging")
     except Exception as e:
         msg = " ".join(str(e).split())[:300] or type(e).__name__
-        return {"ok": False, "error": f"data staging under {root} failed: {msg}"}
+        after = f" (after: {'; '.join(notes)})" if notes else ""
+        return {"ok": False, "error": f"data staging under {root} failed: {msg}{after}"}
     return {"ok": True, "data_path": str(root / need.dataset), "tokenizer_path": str(root / need.tokenizer),
             "root": str(root), "how": "; ".join(notes) or "present", "gpu": gpu_facts("")}
 

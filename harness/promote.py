@@ -187,6 +187,16 @@ class Promoter:
                 needed_hunks.append(hunks[int(key)])
             else:
                 needed_env[key] = env[key]
+        if len(dropped) == len(self.state["variants"]):
+            # Each part alone holds the gain (redundant parts, e.g. a patched default and the same env
+            # override): dropping them all leaves the baseline. Keep the one whose removal cost the most.
+            keep = max(dropped, key=lambda name: scores.get(self.state["variants"][name], math.inf))
+            dropped.remove(keep)
+            kind, key = keep.split(":", 1)
+            if kind == "hunk":
+                needed_hunks.append(hunks[int(key)])
+            else:
+                needed_env[key] = env[key]
         if not dropped:
             self._say("ablation: every component carries part of the gain")
             self._save(phase="confirm", dropped=[])

@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from harness.candidate import run_id
+from agents.patches import make_diff
+from harness.candidate import Candidate, run_id
 from harness.config import Promotion, SearchConfig, load_track
 from harness.promote import Promoter
+from harness.proposals import Proposal
 from harness.store import Store
 
 TRACK = load_track("cpu-smoke")
@@ -22,6 +24,7 @@ class StoreSearch:
         self.cfg = dataclasses.replace(SearchConfig(), promotion=promotion)
         self.track = TRACK
         self.reference_id = "ref"
+        self.baseline_hash = "b0"
         self.said: list[str] = []
 
     def announce(self, msg: str) -> None:
@@ -31,6 +34,15 @@ class StoreSearch:
         rung = self.track.rungs[rung_index]
         return self.store.enqueue_run(run_id(candidate_id, rung.name, seed), candidate_id, rung.name, rung_index,
                                       seed, rung.gpus)
+
+    def add_candidate(self, p, kind: str = "search", rung_index: int = 0) -> str:
+        """What Search.add_candidate does for a proposal that passes pre-flight: store it, queue its first run."""
+        c = Candidate(self.baseline_hash, self.track.name, p.patch, dict(p.env))
+        self.store.add_candidate({"id": c.id, "baseline_hash": self.baseline_hash, "track": TRACK.name,
+                                  "patch": p.patch, "patch_hash": c.patch_hash, "env": dict(p.env),
+                                  "proposer": p.proposer, "kind": kind})
+        self.enqueue(c.id, rung_index, 1337, kind)
+        return c.id
 
     def add(self, cid: str, kind: str = "search") -> None:
         self.store.add_candidate({"id": cid, "baseline_hash": "b0", "track": TRACK.name, "patch": "",
@@ -114,3 +126,29 @@ def test_a_flagged_baseline_is_named_as_the_reason(tmp_path):
     p = Promoter(s)
     assert not p.step()
     assert p.state["reason"].startswith("the baseline's top-rung runs are flagged (over_time)")
+
+
+def test_ablation_keeps_one_of_two_redundant_parts(tmp_path):
+    """A patched default and the same env override each hold the whole gain alone; dropping both would leave
+    the baseline, so the minimal diff keeps the part whose removal cost the most."""
+    s = StoreSearch(tmp_path / "store", Promotion())
+    screen = TRACK.rungs[TOP - 1].name
+    base = "import os\nmlp_mult = int(os.environ.get('MLP_MULT', 2))\n"
+    best = s.add_candidate(Proposal(patch=make_diff(base, base.replace("2))", "3))")), env={"MLP_MULT": "3"},
+                                    proposer="catalog"), rung_index=TOP)
+    s.add("ref", kind="reference")
+    for cid, loss in (("ref", 4.35), (best, 4.30)):
+        s.finish(cid, 1337, loss)
+        s.enqueue(cid, TOP - 1, 1337, "search")
+        s.store.finish_run(run_id(cid, screen, 1337), {"status": "ok", "val_loss": loss, "val_bpb": loss / 1.84})
+    p = Promoter(s)
+    assert p.step() and p.state["phase"] == "reduce"
+    variants = p.state["variants"]
+    assert set(variants) == {"hunk:0", "env:MLP_MULT"}
+    for name, loss in (("hunk:0", 4.301), ("env:MLP_MULT", 4.302)):  # both hold the gain; the env drop costs more
+        run = next(r for r in s.store.runs(candidate_id=variants[name]))
+        s.store.finish_run(run.id, {"status": "ok", "val_loss": loss, "val_bpb": loss / 1.84})
+    assert p.step() and p.state["phase"] == "verify_minimal"
+    assert p.state["dropped"] == ["hunk:0"]
+    minimal = s.store.candidate(p.state["minimal"])
+    assert minimal.patch == "" and minimal.env == {"MLP_MULT": "3"}

@@ -95,8 +95,6 @@ def test_resume_keeps_completed_runs_and_runs_nothing_twice(smoke_search):
         assert log.read_text().count("final_int8_zlib_roundtrip_exact") == 1
 
 
-@pytest.mark.xfail(strict=False, reason="issue 4 open: the 8-candidate smoke search does not yet find a confirmable "
-                   "gain on every machine (failed once in a fresh-clone CI run under heavy load)")
 def test_smoke_search_promotes_an_audited_record(smoke_search):
     store = Store(smoke_search["db"].parent, readonly=True)
     summary = store.get_meta("summary")
@@ -107,8 +105,8 @@ def test_smoke_search_promotes_an_audited_record(smoke_search):
     assert report.ok, [f.message for f in report.findings]
     sub = json.loads((record / "submission.json").read_text())
     assert len(sub["seeds"]) == 3 and sub["val_bpb"] < sub.get("comparison_baseline_bpb", 99)
-    j = store.one("SELECT * FROM judgements")
-    assert j.verdict == "keep" and j.p_value < 0.01 and j.delta_nats <= -0.005
+    j = store.one("SELECT * FROM judgements WHERE verdict='keep'")
+    assert j is not None and j.p_value < 0.01 and j.delta_nats <= -0.005
 
 
 def test_smoke_search_walks_every_rung_with_harness_owned_scores(smoke_search):

@@ -76,14 +76,20 @@ def cluster(tmp_path_factory):
         "_system_config": {"health_check_initial_delay_ms": 0, "health_check_period_ms": 500,
                            "health_check_failure_threshold": 4}})
     nodes = {}
-    for name in ("a", "b", "c"):
-        (tmp / name).mkdir()
+
+    def add(name: str):
+        (tmp / name).mkdir(exist_ok=True)
         # Node c's data root cannot be created (under a file): its staging fails, it must get no run.
         root = tmp / name / "data" if name != "c" else tmp / name / "not-a-dir" / "data"
         nodes[name] = c.add_node(num_cpus=1, num_gpus=2, env_vars={
             "PGOLF_DATA_ROOT": str(root), "PGOLF_SCRATCH": str(tmp / name / "scratch"),
             "PGOLF_NO_SHARED_FS": "1", "PGOLF_GPU_SKU": SKUS.get(name, "FakeGPU-C")})
+        return nodes[name]
+
+    for name in ("a", "b", "c"):
+        add(name)
     (tmp / "c" / "not-a-dir").write_text("a file where node c's data folder should be")
+    c.add_pgolf_node = add  # a test that kills a node puts a fresh one in its place for the next test
     ray.init(address=c.address, log_to_driver=False, logging_level=logging.WARNING)
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     c.wait_for_nodes()
@@ -195,6 +201,7 @@ def test_worker_node_killed_mid_run_loses_only_its_runs_which_rerun_elsewhere(cl
         assert o.result["placement"]["node_id"] == ids["b"] or rid not in victims
         assert (tmp / "runs" / rid / "result.json").is_file()
     print(f"node lost: detected in {lost_at - t_kill:.1f} s, all runs done {recovered_s:.1f} s after the kill")
+    ids["a"] = c.add_pgolf_node("a").node_id  # node a comes back (a new Ray node, the same disk)
 
 
 TRACK = """
@@ -307,3 +314,61 @@ enabled = false
     assert "spent: " in out and " GPU-h · $" in out
     print(f"pgolf search on the 3-node cluster: {len(finished)} run(s) ok, {len(rows) - len(finished)} cancelled,"
           f" in {took:.0f} s")
+
+
+def test_pgolf_search_loses_a_worker_node_mid_run_and_loses_no_run(cluster, local_data, tmp_path):
+    """Kill worker node b while it trains a run of a real `pgolf search`: that run is requeued, trains again
+    on node a, and every run finishes exactly once. (Last in this file: node b stays dead.)"""
+    import sqlite3
+    import subprocess
+
+    c, nodes, ids, tmp = cluster
+    root = Path(local_data.dataset_dir).parent.parent
+    (tmp_path / "track.toml").write_text(TRACK.format(root=root))
+    (tmp_path / "search.toml").write_text(f"""
+name = "nodeloss"
+track = "{tmp_path / 'track.toml'}"
+store = "{tmp_path / 'runs'}"
+records = "{tmp_path / 'records'}"
+grace_s = 2.0
+[budget]
+max_candidates = 3
+[proposers]
+optuna = 1.0
+catalog = 0.0
+llm = 0.0
+[promotion]
+enabled = false
+""")
+    sys.path.insert(0, str(Path(__file__).parent))
+    from faulty_trainers.scenarios import driver_env, harness_copy
+
+    harness = harness_copy(tmp_path / "h")
+    env = {k: v for k, v in driver_env(harness).items() if not k.startswith("PGOLF_")}
+    driver = subprocess.Popen([sys.executable, "-m", "harness.cli", "search", str(tmp_path / "search.toml"),
+                               "--ray-address", c.address], cwd=harness, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 180
+        while not (victims := {p.parent.name for p in (tmp / "b" / "scratch").glob("*/train.log")}):
+            assert driver.poll() is None and time.monotonic() < deadline, "no run trained on node b"
+            time.sleep(0.2)
+        c.remove_node(nodes["b"], allow_graceful=False)
+        out, _ = driver.communicate(timeout=300)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    assert driver.returncode == 0, out[-3000:]
+    db = tmp_path / "runs" / "nodeloss" / "pgolf.db"
+    with sqlite3.connect(db) as conn:
+        runs = {r[0]: r[1:] for r in conn.execute("SELECT id, status, node, attempt FROM runs")}
+        finished = [r[0] for r in conn.execute("SELECT run_id FROM events WHERE kind='finished'")]
+        requeued = {r[0]: r[1] for r in conn.execute("SELECT run_id, data FROM events WHERE kind='requeued'")}
+    assert len(runs) == 4 and all(status == "ok" for status, _, _ in runs.values()), runs
+    assert sorted(finished) == sorted(runs)  # nothing lost, nothing recorded twice
+    # The runs seen training on b were lost with it (others may have been starting there): each lost run
+    # died with its node, and trained again, once, on the node left.
+    assert victims <= set(requeued)
+    for rid, why in requeued.items():
+        status, node, attempt = runs[rid]
+        assert "ray worker died" in why and attempt == 1 and node.split(":")[1] == ids["a"][:8]

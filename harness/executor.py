@@ -108,6 +108,7 @@ class _Queued:
     skips: int = 0  # times a later run started while this one was the first blocked run
     target: str | None = None  # node reserved for it once skips reached reserve_after_skips
     data: tuple[str, str] | None = None  # the driver's (DATA_PATH, TOKENIZER_PATH): nodes must hold it
+    unplaced: int = 0  # times its slot could not be created because the chosen node had left
 
     @property
     def key(self) -> tuple[int, int]:
@@ -177,6 +178,9 @@ class RayExecutor:
                 # A local start generates a token and says so at WARNING level: noise under a Live dashboard.
                 logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
                 kw.update(num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False)
+                # ray.init(address=None) joins a cluster already running on this machine (ray start, or a
+                # test's cluster) when it finds one; a search without --ray-address means a fresh local one.
+                address = "local"
             elif num_cpus is not None or num_gpus is not None:
                 raise ValueError("num_cpus / num_gpus set the resources of a local instance; with an address the "
                                  "cluster's nodes declare their own (ray start --num-gpus)")
@@ -580,12 +584,14 @@ class RayExecutor:
             outcome, blob = ray.get(ref)
         except _DIED_ERRORS as e:
             self._nodes_at = float("-inf")  # a node may be gone: re-read the cluster before placing anything
-            if isinstance(e, ray.exceptions.ActorUnschedulableError) and not getattr(e, "actor_init_failed", False):
+            if (isinstance(e, ray.exceptions.ActorUnschedulableError) and not getattr(e, "actor_init_failed", False)
+                    and r.q.unplaced < 3):  # bounded: a node Ray lists as alive yet refuses must not spin forever
                 # Its node left between our last look and the actor's creation: the run never started, so it
                 # goes back to the queue here instead of costing it one of its attempts.
                 log.info("run %s: node %s gone before the run started; queued again", rid, slot.node[:8])
                 self._drop_slot(slot)
                 q = r.q
+                q.unplaced += 1
                 bisect.insort(self._queues.setdefault(q.shape, []), q, key=lambda x: x.key)
                 self._queued_ids[rid] = q
                 return None

@@ -28,9 +28,10 @@ from harness.candidate import Candidate, run_id, sha256_text
 from harness.config import TRACKS_DIR, SearchConfig, config_to_dict, load_track
 from harness.errors import BaselineError, ConfigError, PgolfError, StoreError
 from harness.faults import kill_point
-from harness.optuna_proposer import OptunaProposer, open_study
+from harness.optuna_proposer import open_study
 from harness.preflight import Preflight
 from harness.proposals import FailedCandidate, Proposal, ScoredCandidate, SearchView
+from harness.proposer_pool import ProposerPool
 from harness.runner import RunOutcome, RunSpec, RunStatus
 from harness.store import Store
 from harness.track_data import candidate_vocab, ensure_data, track_for_vocab
@@ -115,7 +116,6 @@ class Search:
         # Everything that can be wrong with the input is checked before the store folder is created.
         self.dataset, self.tokenizer = ensure_data(self.track, announce)
         self._data_by_vocab = {self.track.data.vocab_size: (self.dataset, self.tokenizer)}
-        self._techniques: dict | None = None  # the catalog by name, read on first use
         self.space = self._search_space()
         self.store = Store(cfg.search_dir())
         self.rung_names = [r.name for r in self.track.rungs]
@@ -130,11 +130,16 @@ class Search:
         self.executor_factory = executor_factory
         self.executor = None
         self.submitted: set[str] = set()
-        self.proposed_by: dict[str, int] = {}
-        self.exhausted: dict[str, float] = {}
-        self._empty_streak: dict[str, int] = {}  # consecutive empty answers per proposer
         self.proposal_of: dict[str, Proposal] = {}
-        self._setup_proposers()
+        self.preflight = Preflight(self.baseline_source, self.track.env, self.track.byte_cap, self._calibration)
+        self.study = open_study(self.store.db_path, cfg.name, cfg.seed, pareto=cfg.objective == "pareto")
+        self.pool = ProposerPool(cfg, self.track, self.preflight, self.study, self.space, self.store, announce)
+        self.optuna = self.pool.optuna
+
+    @property
+    def proposers(self) -> dict[str, object]:
+        """The proposers by name (the pool's live dict: adding one here makes it a proposer)."""
+        return self.pool.by_name
 
     # --- set-up ---------------------------------------------------------------------------
     def _search_space(self):
@@ -145,86 +150,11 @@ class Search:
         except ValueError as e:
             raise ConfigError(f"knobs: {' '.join(str(e).split())}") from None
 
-    def _setup_proposers(self) -> None:
-        cfg = self.cfg
-        self.preflight = Preflight(self.baseline_source, self.track.env, self.track.byte_cap, self._calibration)
-        self.study = open_study(self.store.db_path, cfg.name, cfg.seed, pareto=cfg.objective == "pareto")
-        catalog = self._catalog() if cfg.proposers.catalog > 0 or cfg.proposers.llm > 0 else []
-        self.proposers: dict[str, object] = {}
-        self.optuna = None
-        if cfg.proposers.optuna > 0:
-            self.optuna = OptunaProposer(self.study, self.space, self.track.byte_cap)
-            self.proposers["optuna"] = self.optuna
-        if cfg.proposers.llm > 0:
-            from agents.llm import Budget, LLMConfig, make_proposer
-
-            spent = views.llm_spend(self.store)
-            budget = Budget(cfg.llm.max_total_tokens, cfg.llm.max_cost_usd, cfg.llm.price_per_1k_input,
-                            cfg.llm.price_per_1k_output,
-                            spent_tokens=int(spent.get("prompt_tokens", 0) + spent.get("completion_tokens", 0)),
-                            spent_usd=float(spent.get("cost_usd", 0.0)))
-            llm, reason = make_proposer(LLMConfig.coerce(cfg.llm), self.preflight, on_event=self._llm_event,
-                                        catalog=catalog, budget=budget)
-            if llm is None:
-                self.announce(f"llm proposer off: {reason}; the catalog agent proposes instead")
-                self.store.event("llm_disabled", reason=reason)
-            else:
-                self.proposers["llm"] = llm
-        if cfg.proposers.catalog > 0 or "llm" not in self.proposers and cfg.proposers.llm > 0:
-            self._add_catalog_proposer(catalog)
-
-    def _catalog(self) -> list:
-        from search_space.techniques import load_catalog
-
-        return load_catalog()
-
-    def _add_catalog_proposer(self, catalog: list) -> None:
-        from agents.catalog import CatalogProposer
-
-        self.proposers["catalog"] = CatalogProposer(catalog, self.preflight, on_event=self._llm_event,
-                                                    scale=self.track.scale, env_for=self._technique_env)
-
-    def _technique_cost(self, names: tuple[str, ...]):
-        """The declared byte cost of a proposal's catalog techniques (None when it names none we know)."""
-        from search_space.techniques import merged_cost
-
-        if not names:
-            return None
-        if self._techniques is None:
-            self._techniques = {t.name: t for t in self._catalog()}
-        return merged_cost(self._techniques[n] for n in names if n in self._techniques)
-
-    def _technique_env(self, technique) -> dict[str, str]:
-        """A technique's settings that its patched defaults cannot carry: the knobs the track pins, and on a small
-        track its small-scale settings."""
-        env = {k: v for k, v in technique.env.items() if k in self.track.env}
-        return {**env, **(technique.small_env if self.track.scale == "small" else {})}
-
-    def _llm_event(self, event: dict) -> None:
-        self.store.add_llm_call(event)
-        if event.get("outcome") == "budget" and "catalog" not in self.proposers:
-            self.announce("llm budget spent; the catalog agent takes over its share")
-            self._add_catalog_proposer(self._catalog())
-
     def _calibration(self):
         from search_space.size_estimate import Calibration
 
         data = self.store.get_meta("size_calibration")
         return Calibration.from_dict(data) if data else None  # None = the official baseline's fit
-
-    # --- shares ---------------------------------------------------------------------------
-    def _share(self, name: str) -> float:
-        share = float(getattr(self.cfg.proposers, name, 0.0))
-        if name == "catalog" and "llm" not in self.proposers:
-            share += self.cfg.proposers.llm  # the offline agent stands in for a missing or spent LLM
-        return share
-
-    def _next_proposer(self, skip: set[str] | frozenset[str] = frozenset()) -> str | None:
-        live = [n for n in self.proposers if n not in skip and self.exhausted.get(n, 0) < time.time()]
-        if not live:
-            return None
-        total = sum(self.proposed_by.values()) + 1
-        return max(live, key=lambda n: self._share(n) * total - self.proposed_by.get(n, 0))
 
     # --- the view proposers see -----------------------------------------------------------
     def view(self) -> SearchView:
@@ -252,7 +182,7 @@ class Search:
             if p.trial_number is not None and self.optuna:
                 self.optuna.finish(p.trial_number, None, None, completed=False)
             return None
-        cost = self._technique_cost(p.techniques)
+        cost = self.pool.technique_cost(p.techniques)
         check = self.preflight.check(p.patch, p.env, cost) if kind != "reference" else None
         state, reason = ("active", "") if check is None or check.ok else ("rejected", f"{check.stage}: {check.reason}")
         if state == "active" and (p.patch or "VOCAB_SIZE" in p.env):
@@ -441,9 +371,8 @@ class Search:
             if not ok:
                 self.store.set_candidate_state(cand.id, "stopped", f"{o.status.value} at {run.rung}: {o.error or ''}")
         p = self.proposal_of.get(cand.id)
-        prop = self.proposers.get(cand.proposer.split(":")[0])
-        if p is not None and prop is not None:
-            prop.observe(cand.id, p, o.val_bpb if ok else None, o.status.value)
+        if p is not None:
+            self.pool.observe(cand.proposer, cand.id, p, o.val_bpb if ok else None, o.status.value)
 
     def _add_calibration_point(self, env: dict, bytes_model: int) -> None:
         from search_space.size_estimate import calibrate
@@ -495,54 +424,19 @@ class Search:
         added, attempts = 0, 0
         thinking: set[str] = set()  # proposers whose answers are on their way: asked again next tick
         while pending + added < target and added < budget_left and attempts < 3 * target:
-            name = self._next_proposer(thinking)
+            name = self.pool.next(thinking)
             if name is None:
                 break
             attempts += 1
-            proposer = self.proposers[name]
-            if getattr(proposer, "saturated", False):  # nothing finished and no free slot: skip building a view
-                thinking.add(name)
-                continue
             want = max(1, min(self.cfg.llm.concurrency, target - pending - added)) if name == "llm" else 1
-            try:
-                props = proposer.propose(self.view(), want)
-            except Exception as e:  # a proposer bug must not end an overnight search
-                self.store.event("proposer_error", proposer=name, error=f"{type(e).__name__}: {e}")
-                self.exhausted[name] = time.time() + 300
-                continue
-            if not props and getattr(proposer, "busy", False):  # not out of ideas: still thinking, no back-off
+            props = self.pool.ask(name, self.view, want)
+            if props is None:
                 thinking.add(name)
                 continue
-            if not props:  # out of ideas, or its endpoint is down: ask again later, and later each time
-                streak = self._empty_streak.get(name, 0)
-                self.exhausted[name] = time.time() + min(60 * 2**streak, 1800)
-                self._empty_streak[name] = streak + 1
-                continue
-            self._empty_streak[name] = 0
-            self.proposed_by[name] = self.proposed_by.get(name, 0) + 1
             for p in props:
                 if self.add_candidate(p):
                     added += 1
         return added
-
-    def _proposers_busy(self) -> bool:
-        """Some proposer has work in flight (LLM conversations): the search is not out of ideas."""
-        return any(getattr(p, "busy", False) for p in list(self.proposers.values()))
-
-    def _drain_proposers(self) -> None:
-        """Store the attempts background conversations finished: the store is written from this thread only."""
-        for p in list(self.proposers.values()):  # a budget event may add the catalog proposer meanwhile
-            drain = getattr(p, "drain", None)
-            if drain is not None:
-                drain()
-
-    def _close_proposers(self, timeout: float) -> None:
-        """Stop background proposers, waiting up to `timeout` seconds for what they are writing."""
-        for name, p in list(self.proposers.items()):
-            close = getattr(p, "close", None)
-            if close is not None and not close(timeout) and timeout > 0:
-                self.announce(f"{name} proposer still busy after {timeout:g} s; its unfinished attempts are not"
-                              " recorded")
 
     def slots(self) -> int:
         cap = self.executor.capacity()
@@ -665,7 +559,7 @@ class Search:
                 outcomes = self.executor.poll(timeout=0.5)
                 self.check_tampering(outcomes)
                 self.collect(outcomes)
-                self._drain_proposers()
+                self.pool.drain()
                 self.sync_progress()
                 self.store.set_meta("cluster", {**self.executor.capacity(),
                                                 "busy_fraction": self.executor.busy_fraction(),
@@ -686,8 +580,8 @@ class Search:
                 self.promote_rungs(draining)
                 if spent:
                     self.stop_spending(spent)
-                if (not draining and self.refill() == 0 and self.idle() and self._next_proposer() is None
-                        and not self._proposers_busy()):
+                if (not draining and self.refill() == 0 and self.idle() and self.pool.next() is None
+                        and not self.pool.busy()):
                     stop_reason = "every proposer is out of ideas"
                     continue
                 if draining and self.idle():
@@ -697,13 +591,13 @@ class Search:
             return self.finish(stop_reason, promoter)
         finally:
             try:  # after an error or Ctrl-C: stop conversations now; attempts already finished are stored
-                self._close_proposers(0.0)
+                self.pool.close(0.0)
             except Exception:  # noqa: BLE001 - the error being raised matters more than these events
                 log.exception("closing the proposers failed")
             self.executor.shutdown()
 
     def finish(self, stop_reason: str | None, promoter) -> dict:
-        self._close_proposers(PROPOSER_CLOSE_WAIT_S)  # their last attempts are stored before the summary
+        self.pool.close(PROPOSER_CLOSE_WAIT_S)  # their last attempts are stored before the summary
         top = self.rung_names[-1]
         for c in self.store.candidates(state="active", kind="search"):
             reached = self.store.one("SELECT rung, val_bpb FROM runs WHERE candidate_id=? AND status='ok'"

@@ -20,6 +20,7 @@ from harness.config import load_config
 from harness.errors import PgolfError
 from harness.loop import Search
 from harness.proposals import Proposal
+from harness.proposer_pool import ProposerPool
 
 
 class PlantedProposer:
@@ -61,9 +62,9 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         with open(args.plants) as f:
             plants = json.load(f)
-        Search._catalog = lambda self: []  # planted searches test the harness, not the technique catalog
+        ProposerPool.catalog = lambda self: []  # planted searches test the harness, not the technique catalog
         search = Search(cfg, executor_factory=executor, announce=announce, config_path=args.config)
-        search.proposers = {"planted": PlantedProposer(plants)}
+        search.pool.by_name = {"planted": PlantedProposer(plants)}
         summary = search.run()
     except PgolfError as e:
         print(f"error: {e}", file=sys.stderr)

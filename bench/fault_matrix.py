@@ -103,13 +103,15 @@ def resume(tmp: Path) -> list[Row]:
                 2: "record folder found and kept, judged once"}[i]
         rows.append((names[point], f"driver rc {kr.invocations[i].rc}; the same command resumed: {what}",
                      str(lost), str(dup), f"{progress - restart.started:.1f} s"))
+    down = scenarios.llm_down(tmp / "llm_down")
+    store = Store(down.db.parent, readonly=True)
     calls = store.query("SELECT outcome, latency_s FROM llm_calls")
     waited = sum(c.latency_s or 0 for c in calls)
     summary = store.get_meta("summary") or {}
-    lost, dup = _integrity(store, kr.finished_before[-1])
+    lost, dup = _integrity(store, {})
     rows.append(("LLM endpoint down all night",
-                 f"{len(calls)} calls, all {','.join(sorted({c.outcome for c in calls}))}; {summary.get('candidates')} "
-                 f"optuna candidates, record: {'yes' if summary.get('record') else 'no'}",
+                 f"rc {down.run.rc}; {len(calls)} calls, all {','.join(sorted({c.outcome for c in calls}))}; "
+                 f"{summary.get('candidates')} optuna candidates trained",
                  str(lost), str(dup), f"{waited:.1f} s waited in total"))
     return rows
 

@@ -246,7 +246,6 @@ class KillResume:
     records: Path
     invocations: list[Invocation]
     finished_before: list[dict]  # finished runs (id -> status, finished_at, attempt) before each restart
-    llm_port: int
     leftovers: list[int] = field(default_factory=list)  # run processes still alive 20 s after each kill
 
 
@@ -302,7 +301,52 @@ MATRIX_LR = {{ low = 0.03, high = 0.05 }}
             while time.time() < end and any(str(cwd).startswith(str(store)) for _, _, cwd in _shims()):
                 time.sleep(0.5)
             leftovers.append(sum(str(cwd).startswith(str(store)) for _, _, cwd in _shims()))
-    return KillResume(tmp, db, tmp / "records", invocations, before, port, leftovers)
+    return KillResume(tmp, db, tmp / "records", invocations, before, leftovers)
+
+
+# --------------------------------------------------------------------------------------------
+# llm_down
+# --------------------------------------------------------------------------------------------
+
+@dataclass
+class LLMDown:
+    db: Path
+    run: Invocation
+    llm_port: int
+
+
+def llm_down(tmp: Path) -> LLMDown:
+    """`pgolf search` with half the proposals given to an LLM whose endpoint is a closed port, the whole time.
+
+    Its own scenario: kill_resume's driver dies at its first dispatch, before a background conversation
+    answers, and its restarts have no candidate left to ask for, so it shows nothing of the LLM."""
+    harness = harness_copy(tmp / "h")
+    (tmp / "track.toml").write_text(track_toml("fault-llm", iterations=4))
+    port = closed_port()
+    (tmp / "search.toml").write_text(f"""
+name = "llm-down"
+track = "{tmp / 'track.toml'}"
+store = "{tmp / 'runs'}"
+records = "{tmp / 'records'}"
+grace_s = 2.0
+[budget]
+max_candidates = 3
+[proposers]
+optuna = 0.5
+catalog = 0.0
+llm = 0.5
+[llm]
+base_url = "http://127.0.0.1:{port}/v1"
+max_retries = 1
+timeout_s = 5
+[promotion]
+enabled = false
+[knobs]
+include = ["MATRIX_LR"]
+""")
+    run = invoke([sys.executable, "-m", "harness.cli", "search", str(tmp / "search.toml")], cwd=harness,
+                 env=driver_env(harness, OPENAI_API_KEY=SECRET))
+    return LLMDown(tmp / "runs" / "llm-down" / "pgolf.db", run, port)
 
 
 # --------------------------------------------------------------------------------------------

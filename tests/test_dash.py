@@ -116,7 +116,7 @@ def test_panels_at_80x24(filled):
     # the promoted candidate at the full rung: mean of four seeds, delta vs the baseline's four seeds
     assert "ccat0000" in first and "4@full" in first and "1.5500 ±.0082" in first
     assert "-0.0500" in first and "-0.0850" in first and "0.0021" in first and "slow_eval" in first
-    assert "20/40" in text and "30s/1m00s" in text and "1.7012" in text
+    assert "20/40" in text and "30s/5m00s" in text and "1.7012" in text
     assert "screen 1" in text  # queue by rung
     assert "RuntimeError: shape mismatch in mlp" in text or "size: estimated 512,000 B" in text
     assert "optuna" in text and "catalog" in text and "llm" in text

@@ -363,7 +363,7 @@ class Search:
         if cand.kind != "search" or run.seed != SEARCH_SEED:
             return
         if ok and self.optuna and cand.trial_number is not None:
-            self.optuna.report(cand.trial_number, run.rung_index, 0, o.val_bpb)
+            self.optuna.report(cand.trial_number, run.rung_index, None, o.val_bpb)
         top = top_rung
         if not ok or top:
             if cand.trial_number is not None and self.optuna:

@@ -1,7 +1,7 @@
 """Optuna as a proposer: ask/tell from the single driver, studies stored in the run store's database.
 
-One trial per Optuna candidate. Each rung the candidate finishes is reported as an intermediate
-value at step `rung_index * RUNG_STEP` (plus the training step for in-run validation reports), so
+One trial per Optuna candidate. In-run validation reports land at step `rung_index * RUNG_STEP +
+training step` and the rung's final score at the last step of the rung's range, so
 TPE ranks a candidate stopped at a low rung by how far it got, and the pruner can stop a run whose
 validation curve trails the median. The byte cap is a constraint (Trial.set_constraint), or, in
 Pareto mode, bytes are a second objective.
@@ -80,15 +80,19 @@ class OptunaProposer:
         self._trials[number] = optuna.trial.Trial(self.study, frozen._trial_id)
         return self._trials[number]
 
-    def report(self, number: int, rung_index: int, step: int, val_bpb: float) -> bool:
-        """Report an intermediate value; True when the pruner says this run should stop."""
+    def report(self, number: int, rung_index: int, step: int | None, val_bpb: float) -> bool:
+        """Report an in-run value at a training step, or the rung's final score (step None); True when the
+        pruner says this run should stop. A step-0 value is the untrained model's: every trial has the same
+        one, so it is not reported (a pruner comparing them would stop runs on float noise)."""
         trial = self._trial(number)
-        key = (number, rung_index * RUNG_STEP + step)
+        if step == 0:
+            return False
+        key = (number, rung_index * RUNG_STEP + (RUNG_STEP - 1 if step is None else step))
         if trial is None or self.pareto or not math.isfinite(val_bpb) or key in self._reported:
             return False
         self._reported.add(key)
         trial.report(val_bpb, key[1])
-        return trial.should_prune()
+        return bool(trial.should_prune())
 
     def finish(self, number: int, val_bpb: float | None, bytes_total: int | None, completed: bool) -> None:
         """Tell the outcome: COMPLETE at the top rung, PRUNED when stopped lower, FAIL when it never scored."""

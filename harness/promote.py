@@ -140,8 +140,11 @@ class Promoter:
         return header, hunks, dict(c.env)
 
     def _variant(self, header: str, hunks: list[str], env: dict) -> Proposal:
-        return Proposal(patch=join_hunks(header, hunks), env=env, proposer="ablation",
-                        parents=(self.state["best"],), rationale="ablation variant")
+        """A part of the best candidate; it keeps the best's techniques, so a minimal diff that wins is named for
+        what it is (the record folder and README), not as an anonymous tuning."""
+        best = self.store.candidate(self.state["best"])
+        return Proposal(patch=join_hunks(header, hunks), env=env, proposer="ablation", parents=(best.id,),
+                        rationale=best.rationale or "ablation variant", techniques=tuple(best.techniques))
 
     def _variant_id(self, p: Proposal) -> str:
         return Candidate(self.s.baseline_hash, self.track.name, p.patch, dict(p.env)).id

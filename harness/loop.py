@@ -41,7 +41,9 @@ from trainer import BASELINE_PATH
 log = logging.getLogger(__name__)
 
 SEARCH_SEED = 1337  # the official default SEED: every search-phase run uses it, confirm seeds are fresh
-PRIORITY = {"search": 0, "reference": 5, "ablation": 8, "confirm": 10}
+# "prefetch": the baseline's confirm seeds at the top rung, queued at the start below everything else: any
+# promotion needs them, and they fill slots that would idle while a rung drains.
+PRIORITY = {"prefetch": -1, "search": 0, "reference": 5, "ablation": 8, "confirm": 10}
 # How long the end of a search waits for proposals still being written (an LLM conversation's current call
 # or CPU smoke run), so their attempts reach the store; what is still running after it is not recorded.
 PROPOSER_CLOSE_WAIT_S = 60.0
@@ -417,7 +419,8 @@ class Search:
                 self.enqueue(self.reference_id, i + 1, SEARCH_SEED, "reference")
 
     def refill(self) -> int:
-        pending = len(self.store.runs(status="queued"))
+        # prefetched baseline runs are not the search's queue: they only fill otherwise idle slots
+        pending = self.store.scalar("SELECT COUNT(*) FROM runs WHERE status='queued' AND priority >= 0")
         target = max(2, math.ceil(self.slots() * self.cfg.queue_depth))
         n_search = self.store.scalar("SELECT COUNT(*) FROM candidates WHERE kind='search' AND state!='rejected'")
         budget_left = self.cfg.budget.max_candidates - n_search
@@ -500,6 +503,11 @@ class Search:
         self.reference_id = ref.id
         if s.candidate(ref.id) is None:
             self.add_candidate(Proposal(proposer="baseline", rationale="the unmodified baseline"), kind="reference")
+        if self.cfg.promotion.enabled:
+            from harness.promote import confirm_seeds
+
+            for seed in confirm_seeds(self.cfg.promotion.seeds):
+                self.enqueue(ref.id, len(self.track.rungs) - 1, seed, "prefetch")
         s.event("driver_started", pid=os.getpid())
 
     def _baseline_path(self) -> Path:

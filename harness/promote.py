@@ -31,6 +31,10 @@ def _read_json(path: Path) -> dict:
         return {}
 
 
+def confirm_seeds(n: int) -> list[int]:
+    return [CONFIRM_SEED_BASE + i for i in range(n)]
+
+
 def split_hunks(patch: str) -> tuple[str, list[str]]:
     """A unified diff's file header and its hunks (each starting at an @@ line)."""
     header, hunks, cur = [], [], None
@@ -225,7 +229,7 @@ class Promoter:
         return self._confirm()
 
     def _confirm_seeds(self) -> list[int]:
-        return [CONFIRM_SEED_BASE + i for i in range(self.cfg.seeds)]
+        return confirm_seeds(self.cfg.seeds)
 
     def _confirm(self) -> bool:
         winner, ref = self.state["winner"], self.s.reference_id

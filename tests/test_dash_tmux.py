@@ -69,7 +69,7 @@ def test_dash_in_tmux_updates_resizes_and_quits(store_dir):
         lines = text.splitlines()
         assert max(cell_len(x) for x in lines) <= 100 and len(lines) <= 30
         assert "pgolf dash" in lines[0] and "fixture" in lines[0]
-        for needle in ("ccat0000", "1.5500", "running 1", "30s/1m00s", "recent failures", "shape mismatch"):
+        for needle in ("ccat0000", "1.5500", "running 1", "30s/5m00s", "recent failures", "shape mismatch"):
             assert needle in text, needle
 
         writer = Store(store_dir)

@@ -371,4 +371,6 @@ enabled = false
     assert victims <= set(requeued)
     for rid, why in requeued.items():
         status, node, attempt = runs[rid]
-        assert "ray worker died" in why and attempt == 1 and node.split(":")[1] == ids["a"][:8]
+        # Ray lists b as alive until its health check fails, so a requeued run can land on b once more and die
+        # again before b is marked dead: at most the 2 attempts the loop allows, and it ends on node a.
+        assert "ray worker died" in why and 1 <= attempt <= 2 and node.split(":")[1] == ids["a"][:8]

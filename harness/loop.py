@@ -118,6 +118,7 @@ class Search:
         # Everything that can be wrong with the input is checked before the store folder is created.
         self.dataset, self.tokenizer = ensure_data(self.track, announce)
         self._data_by_vocab = {self.track.data.vocab_size: (self.dataset, self.tokenizer)}
+        self._run_inputs: dict[str, tuple[str, Path, Path]] = {}  # candidate id -> (source, dataset, tokenizer)
         self.space = self._search_space()
         self.store = Store(cfg.search_dir())
         self.rung_names = [r.name for r in self.track.rungs]
@@ -223,8 +224,10 @@ class Search:
     def run_spec(self, run) -> RunSpec:
         cand = self.store.candidate(run.candidate_id)
         rung = self.track.rungs[run.rung_index]
-        source = self.preflight.check(cand.patch, {}).source if cand.patch else self.baseline_source
-        dataset, tokenizer = self.data_paths(source, cand.env)
+        if cand.id not in self._run_inputs:  # the patch applied and its vocabulary parsed once per candidate
+            source = self.preflight.check(cand.patch, {}).source if cand.patch else self.baseline_source
+            self._run_inputs[cand.id] = (source, *self.data_paths(source, cand.env))
+        source, dataset, tokenizer = self._run_inputs[cand.id]
         env = self.track.run_env(rung, cand.env, dataset=dataset, tokenizer=tokenizer, seed=run.seed, run_id=run.id)
         run_dir = Path(run.run_dir)
         if run_dir.exists():  # a reaped orphan's half-written folder: start clean

@@ -9,6 +9,7 @@ catalog attempt reaches the store through `_on_event`, in the driver's thread.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 
@@ -31,9 +32,8 @@ class ProposerPool:
         self.proposed_by: dict[str, int] = {}
         self.exhausted: dict[str, float] = {}  # name -> time before which it is not asked
         self._empty_streak: dict[str, int] = {}  # consecutive empty answers per proposer
-        self._techniques: dict | None = None  # the catalog by name, read on first use
         shares = cfg.proposers
-        catalog = self.catalog() if shares.catalog > 0 or shares.llm > 0 else []
+        catalog = self.catalog if shares.catalog > 0 or shares.llm > 0 else []
         if shares.optuna > 0:
             self.optuna = OptunaProposer(study, space, track.byte_cap)
             self.by_name["optuna"] = self.optuna
@@ -43,7 +43,9 @@ class ProposerPool:
             self._add_catalog(catalog)
 
     # --- set-up ---------------------------------------------------------------------------
+    @functools.cached_property
     def catalog(self) -> list:
+        """The technique catalog, read once (every patch is parsed) and shared by every proposer."""
         from search_space.techniques import load_catalog
 
         return load_catalog()
@@ -81,7 +83,7 @@ class ProposerPool:
         self.store.add_llm_call(event)
         if event.get("outcome") == "budget" and "catalog" not in self.by_name:
             self.announce("llm budget spent; the catalog agent takes over its share")
-            self._add_catalog(self.catalog())
+            self._add_catalog(self.catalog)
 
     def technique_cost(self, names: tuple[str, ...]):
         """The declared byte cost of a proposal's catalog techniques (None when it names none)."""
@@ -89,9 +91,8 @@ class ProposerPool:
 
         if not names:
             return None
-        if self._techniques is None:
-            self._techniques = {t.name: t for t in self.catalog()}
-        return merged_cost(self._techniques[n] for n in names if n in self._techniques)
+        by_name = {t.name: t for t in self.catalog}
+        return merged_cost(by_name[n] for n in names if n in by_name)
 
     # --- asking ---------------------------------------------------------------------------
     def _share(self, name: str) -> float:

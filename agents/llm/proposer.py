@@ -128,14 +128,8 @@ class LLMProposer:
         Empty with `busy` set means "still thinking". Empty with `busy` clear after a round of
         conversations that all failed means "ask again later" (the endpoint is down or the agent keeps
         missing): the loop backs off, and the next call starts a new round."""
-        self.drain()
-        self._raise_error()
-        if n <= 0 or self._closed.is_set():
-            return []
-        if self.budget.exhausted:
-            self._report_budget(self._events.put)
-            self.drain()
-            return self._take(n)
+        if not self._may_start(n):
+            return self._take(n) if n > 0 and self.budget.exhausted else []  # what finished before the budget ran out
         out = self._take(n)
         with self._lock:
             if not out and not self._unfinished and self._fruitless >= self.config.concurrency:
@@ -146,16 +140,23 @@ class LLMProposer:
             self._start(view, start)
         return out
 
-    def propose_and_wait(self, view: SearchView, n: int, timeout: float | None = None) -> list[Proposal]:
-        """The blocking form: run n conversations on `view` (at most `concurrency` at a time) and return
-        what they proposed once they are done or `timeout` seconds have passed."""
+    def _may_start(self, n: int) -> bool:
+        """Store what finished and re-raise a conversation's error; False when no conversation may start
+        (nothing asked for, closed, or the budget is spent: its event is stored here)."""
         self.drain()
         self._raise_error()
         if n <= 0 or self._closed.is_set():
-            return []
+            return False
         if self.budget.exhausted:
             self._report_budget(self._events.put)
             self.drain()
+            return False
+        return True
+
+    def propose_and_wait(self, view: SearchView, n: int, timeout: float | None = None) -> list[Proposal]:
+        """The blocking form: run n conversations on `view` (at most `concurrency` at a time) and return
+        what they proposed once they are done or `timeout` seconds have passed."""
+        if not self._may_start(n):
             return []
         self._start(view, n)
         self.wait(timeout)

@@ -9,6 +9,7 @@ import math
 import re
 import shutil
 import subprocess
+import warnings
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -172,9 +173,17 @@ def test_same_seed_is_deterministic_and_seed_matters(short, python, trainer_env,
     assert other.result["val_loss"] != short.result["val_loss"]
 
 
+GLOO_TEARDOWN_ABORT = "terminate called without an active exception"  # torch's CPU gloo, rarely, on a loaded box
+
+
 def test_two_process_gloo_ddp_matches_one_process(short, python, trainer_env, tmp_path):
     ddp = run_trainer(python, trainer_env, tmp_path, nproc=2, **SHORT)
-    assert ddp.proc.returncode == 0, ddp.proc.stderr[-3000:]
+    if ddp.proc.returncode != 0 and GLOO_TEARDOWN_ABORT in ddp.proc.stderr:
+        # Seen once in ~20 CI runs, never in 66 runs alone (idle or loaded): a C++ abort inside gloo, not a trainer error (which
+        # prints a traceback). One more try; a second abort, or any other failure, still fails the test.
+        warnings.warn(f"gloo aborted a rank ({GLOO_TEARDOWN_ABORT}); stdout tail: {ddp.out[-300:]!r}", stacklevel=1)
+        ddp = run_trainer(python, trainer_env, tmp_path, nproc=2, **SHORT)
+    assert ddp.proc.returncode == 0, ddp.proc.stderr[-3000:] + "\n--- stdout ---\n" + ddp.out[-1500:]
     r = ddp.result
     assert r["world_size"] == 2 and r["steps"] == short.result["steps"]
     assert "world_size:2 grad_accum_steps:4" in ddp.out

@@ -661,6 +661,7 @@ def main():
     if master and h.result_json:
         Path(h.result_json).write_text(json.dumps(result, indent=1) + "\n")
     if distributed:
+        dist.barrier()  # no rank tears down its connections while another still uses them
         dist.destroy_process_group()
 
 

@@ -179,8 +179,8 @@ GLOO_TEARDOWN_ABORT = "terminate called without an active exception"  # torch's 
 def test_two_process_gloo_ddp_matches_one_process(short, python, trainer_env, tmp_path):
     ddp = run_trainer(python, trainer_env, tmp_path, nproc=2, **SHORT)
     if ddp.proc.returncode != 0 and GLOO_TEARDOWN_ABORT in ddp.proc.stderr:
-        # Seen once in ~20 CI runs, never in 66 runs alone (idle or loaded): a C++ abort inside gloo, not a trainer error (which
-        # prints a traceback). One more try; a second abort, or any other failure, still fails the test.
+        # Seen once in ~20 CI runs, never in 66 runs alone (idle or loaded): a C++ abort inside gloo, not a trainer
+        # error (which prints a traceback). One more try; a second abort, or any other failure, still fails the test.
         warnings.warn(f"gloo aborted a rank ({GLOO_TEARDOWN_ABORT}); stdout tail: {ddp.out[-300:]!r}", stacklevel=1)
         ddp = run_trainer(python, trainer_env, tmp_path, nproc=2, **SHORT)
     assert ddp.proc.returncode == 0, ddp.proc.stderr[-3000:] + "\n--- stdout ---\n" + ddp.out[-1500:]

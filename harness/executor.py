@@ -44,8 +44,11 @@ Many nodes (docs/cluster.md):
 * Results: the driver writes a nonce next to the run folders; a slot that cannot read it runs in
   node-local scratch and returns the packed folder, which `_finish` unpacks into the run folder
   before the outcome is handed out (`harness/shipping.py`). On a shared disk nothing is copied.
-* Node loss: besides the CRASH outcome above, the node list is re-read at once; a run whose slot
-  could not even be created because its node had just left goes back to the queue without an outcome.
+* Node loss: besides the CRASH outcome above, the node list is re-read at once and the node where
+  the worker died cools off for a minute (no run another node could hold starts there); a run whose
+  slot could not even be created because its node had just left goes back to the queue without an outcome.
+* GPU models: the GPU runs of one `same_gpu_model` group (the loop's confirm seeds) all run on the GPU
+  model of the first one to start (`harness/node_rules.py`); `gpu_models()` says which.
 
 Placement facts go into `outcome.result["placement"]`: node, hostname, node_id, gpu_ids,
 cuda_visible_devices, gpu {sku, count, driver}, data_path, slot, pid, queue_wait_s, started_at,
@@ -74,6 +77,7 @@ import ray  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from harness import shipping  # noqa: E402
+from harness.node_rules import NodeRules  # noqa: E402
 from harness.runner import RunOutcome, RunSpec, RunStatus, run_candidate  # noqa: E402
 from harness.slot import ProgressBoard as _ProgressBoard  # noqa: E402
 from harness.slot import Slot as _Slot  # noqa: E402
@@ -109,6 +113,7 @@ class _Queued:
     target: str | None = None  # node reserved for it once skips reached reserve_after_skips
     data: tuple[str, str] | None = None  # the driver's (DATA_PATH, TOKENIZER_PATH): nodes must hold it
     unplaced: int = 0  # times its slot could not be created because the chosen node had left
+    gpu_group: str | None = None  # runs of one group run on one GPU model (harness/node_rules.py)
 
     @property
     def key(self) -> tuple[int, int]:
@@ -207,6 +212,7 @@ class RayExecutor:
         self._nodes: dict[str, _Node] = {}
         self._nodes_at = float("-inf")
         self._data = DataBook()  # which node holds the data each run reads (harness/staging.py)
+        self._rules = NodeRules()  # one GPU model per group; a cool-off for nodes where a worker died
         self._nonces: dict[Path, str] = {}  # runs folder -> nonce a slot reads there if it shares our disk
         self._busy_s = 0.0  # resource-seconds of finished runs
         self._avail_s = 0.0  # resource-seconds available while work was queued or running
@@ -216,8 +222,9 @@ class RayExecutor:
         self._refresh_nodes(force=True)
 
     # --- public API -------------------------------------------------------------------------
-    def submit(self, spec: RunSpec, gpus: int, priority: int = 0) -> None:
-        """Queue a run needing `gpus` GPUs on one node (0 = CPU only, 1 CPU). Higher priority first."""
+    def submit(self, spec: RunSpec, gpus: int, priority: int = 0, same_gpu_model: str | None = None) -> None:
+        """Queue a run needing `gpus` GPUs on one node (0 = CPU only, 1 CPU). Higher priority first.
+        same_gpu_model: a group name; the GPU runs of one group all run on one GPU model (see node_rules)."""
         if self._closed:
             raise RuntimeError("RayExecutor.submit after shutdown")
         if isinstance(gpus, bool) or not isinstance(gpus, int) or gpus < 0:
@@ -240,7 +247,8 @@ class RayExecutor:
             spec = dataclasses.replace(spec, nproc=gpus)  # one process per GPU under torchrun
         data = self._data.key_for(spec.env)  # ValueError (one line) when the driver lacks the data
         self._tick()
-        q = _Queued(spec, shape, int(priority), next(self._seq), time.time(), data=data)
+        q = _Queued(spec, shape, int(priority), next(self._seq), time.time(), data=data,
+                    gpu_group=same_gpu_model if gpus else None)
         bisect.insort(self._queues.setdefault(shape, []), q, key=lambda x: x.key)
         self._queued_ids[spec.run_id] = q
         self._schedule()
@@ -323,7 +331,16 @@ class RayExecutor:
                 "cpus_busy": sum(s[1] for s in busy), "nodes": len(self._nodes),
                 "max_gpus_per_node": max((n.gpus for n in self._nodes.values()), default=0),
                 "slots": len(self._slots), "slots_idle": sum(len(v) for v in self._idle.values()),
-                "running": len(self._running), "queued": len(self._queued_ids), "node_status": self.node_status()}
+                "running": len(self._running), "queued": len(self._queued_ids), "node_status": self.node_status(),
+                "gpu_models": self.gpu_models(), "gpu_models_released": dict(self._rules.released)}
+
+    def hold_gpu_model(self, group: str, model: str) -> None:
+        """Hold the runs of `group` to GPU `model` (a resumed search: the model its earlier runs used)."""
+        self._rules.hold(group, model)
+
+    def gpu_models(self) -> dict[str, str]:
+        """group -> the GPU model its runs are held to."""
+        return dict(self._rules.models)
 
     def node_status(self) -> list[dict]:
         """One dict per live node: name, GPUs, its data state ("ready", "staging", "failed", "none": no run
@@ -421,8 +438,9 @@ class RayExecutor:
         """A starved run: start it anywhere it fits, else hold one node for it and drain it."""
         if self._try_start(q, avoid=reserved):
             return True
-        if q.target not in self._nodes or q.target in reserved or q.target in self._data.not_ready(q.data, self._nodes):
-            q.target = self._pick_target(q.shape, reserved | self._data.not_ready(q.data, self._nodes))
+        unsuitable = self._unsuitable(q)
+        if q.target not in self._nodes or q.target in reserved or q.target in unsuitable:
+            q.target = self._pick_target(q.shape, reserved | unsuitable)
         if q.target is None:  # every node that could hold it is reserved by an earlier run
             return False
         target = q.target
@@ -442,8 +460,14 @@ class RayExecutor:
         nodes = [n for n in self._nodes.values() if n.id not in avoid and n.holds(shape)]
         return max(nodes, key=free_soon).id if nodes else None
 
+    def _unsuitable(self, q: _Queued) -> set[str]:
+        """Nodes q may not start on now: without its data, of another GPU model than its group's, cooling off."""
+        holders = {nid for nid, n in self._nodes.items() if n.holds(q.shape)}
+        return self._data.not_ready(q.data, self._nodes) | self._rules.avoid(q.gpu_group, holders,
+                                                                             self._data.gpu_models())
+
     def _try_start(self, q: _Queued, avoid: set[str], reclaim: bool = False) -> bool:
-        avoid = avoid | self._data.not_ready(q.data, self._nodes)  # a node without the data gets no run
+        avoid = avoid | self._unsuitable(q)
         slot = self._take_idle(q.shape, avoid)
         if slot is None:
             node = self._fit(q.shape, avoid) or (self._reclaim(q.shape, avoid) if reclaim else None)
@@ -551,6 +575,7 @@ class RayExecutor:
         spec = q.spec
         if q.data is not None:  # the node's own copy of the data
             spec = dataclasses.replace(spec, env={**spec.env, **self._data.env_for(slot.node, q.data)})
+        self._rules.placed(q.gpu_group, self._data.gpu_models().get(slot.node))
         future = slot.handle.run.remote(spec, slot.index, self._nonce(spec.run_dir.parent))
         self._running[q.spec.run_id] = _Running(q, slot, future, time.time())
         self._futures[future] = q.spec.run_id
@@ -599,6 +624,7 @@ class RayExecutor:
                 error = f"executor error: slot actor failed to start: {_first_line(e, last=True)}"
             else:
                 error = f"{WORKER_DIED}: {_first_line(e)}"
+                self._rules.worker_died(slot.node)  # its node may be dying: requeued runs go elsewhere for now
             outcome = self._outcome(r.q, RunStatus.CRASH, error, slot)
             self._drop_slot(slot)
         except ray.exceptions.RayError as e:  # raised by our own actor code: the slot's state is unknown

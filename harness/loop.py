@@ -40,6 +40,9 @@ from trainer import BASELINE_PATH
 
 log = logging.getLogger(__name__)
 
+# Confirm seeds, the candidate's and the baseline's, run on one GPU model: under a wall-clock cap a faster GPU
+# trains more steps, and the judge would measure the hardware (harness/node_rules.py).
+CONFIRM_GROUP = "confirm"
 SEARCH_SEED = 1337  # the official default SEED: every search-phase run uses it, confirm seeds are fresh
 # "prefetch": the baseline's confirm seeds at the top rung, queued at the start below everything else: any
 # promotion needs them, and they fill slots that would idle while a rung drains.
@@ -251,13 +254,33 @@ class Search:
                 self._exposed = set()
                 self._alone = queued[0].id
         for run in queued:
-            self.executor.submit(self.run_spec(run), run.gpus, priority=run.priority)
+            self.executor.submit(self.run_spec(run), run.gpus, priority=run.priority,
+                                 same_gpu_model=CONFIRM_GROUP if self._is_confirm(run) else None)
             kill_point("dispatch")
             self.submitted.add(run.id)
         for rid in self.executor.running():
             r = self.store.run(rid)
             if r is not None and r.status == "queued":
                 self.store.mark_running(rid)
+
+    def _is_confirm(self, run) -> bool:
+        """A confirm seed (candidate's or baseline's): the runs the judge compares for a record."""
+        from harness.promote import confirm_seeds
+
+        return run.rung_index == len(self.track.rungs) - 1 and run.seed in confirm_seeds(self.cfg.promotion.seeds)
+
+    def _hold_confirm_gpu_model(self) -> None:
+        """A resumed search keeps its confirm seeds on the GPU model most of its earlier ones used."""
+        from harness.promote import confirm_seeds
+
+        seeds = confirm_seeds(self.cfg.promotion.seeds)
+        row = self.store.one("SELECT gpu_sku, COUNT(*) AS n FROM runs WHERE status='ok' AND rung_index=? AND gpus>0"
+                             f" AND seed IN ({','.join('?' * len(seeds))}) AND gpu_sku IS NOT NULL"
+                             " AND gpu_sku NOT IN ('cpu', 'unknown') GROUP BY gpu_sku ORDER BY n DESC LIMIT 1",
+                             (len(self.track.rungs) - 1, *seeds))
+        hold = getattr(self.executor, "hold_gpu_model", None)  # a test's executor may not place on nodes
+        if row is not None and hold is not None:
+            hold(CONFIRM_GROUP, row.gpu_sku)
 
     def collect(self, outcomes: list[RunOutcome]) -> None:
         for o in outcomes:
@@ -562,6 +585,7 @@ class Search:
         if scrubbed:
             self.store.event("secrets_scrubbed", names=scrubbed)
         self.executor = self.executor_factory() if self.executor_factory else self._default_executor()
+        self._hold_confirm_gpu_model()
         try:
             promoter = Promoter(self)
             stop_reason = None

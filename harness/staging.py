@@ -153,7 +153,7 @@ def stage_here(need: DataNeed, server) -> dict:
     except Exception as e:
         msg = " ".join(str(e).split())[:300] or type(e).__name__
         after = f" (after: {'; '.join(notes)})" if notes else ""
-        return {"ok": False, "error": f"data staging under {root} failed: {msg}{after}"}
+        return {"ok": False, "error": f"data staging under {root} failed: {msg}{after}", "gpu": gpu_facts("")}
     return {"ok": True, "data_path": str(root / need.dataset), "tokenizer_path": str(root / need.tokenizer),
             "root": str(root), "how": "; ".join(notes) or "present", "gpu": gpu_facts("")}
 
@@ -249,7 +249,8 @@ class DataBook:
         if ans.get("ok"):
             self.state[(nid, key)] = {"state": "ready", "at": time.monotonic(), **ans}
         else:
-            self.state[(nid, key)] = {"state": "failed", "at": time.monotonic(), "reason": ans.get("error")}
+            self.state[(nid, key)] = {"state": "failed", "at": time.monotonic(), "reason": ans.get("error"),
+                                      "gpu": ans.get("gpu")}
 
     def env_for(self, nid: str, key: Key | None) -> dict[str, str]:
         """DATA_PATH / TOKENIZER_PATH of the node's own copy."""
@@ -272,6 +273,12 @@ class DataBook:
                 continue  # a node's worst state is the one to show
             out[nid] = {"data": st["state"], "reason": st.get("reason") or st.get("how"), "gpu": st.get("gpu")}
         return out
+
+    def gpu_models(self) -> dict[str, str]:
+        """node id -> its GPU model, for the nodes that tried to stage some data (staging looks at the GPUs) and
+        could name them."""
+        return {nid: st["gpu"]["sku"] for (nid, _), st in self.state.items()
+                if st.get("gpu") and st["gpu"].get("sku") not in (None, "cpu", "unknown")}
 
     def shutdown(self) -> None:
         if self.server is not None:

@@ -38,7 +38,7 @@ class QuickExecutor:
         self.waiting: list[RunSpec] = []
         self.started: dict[str, float] = {}
 
-    def submit(self, spec: RunSpec, gpus: int, priority: int = 0) -> None:
+    def submit(self, spec: RunSpec, gpus: int, priority: int = 0, same_gpu_model: str | None = None) -> None:
         self.waiting.append(spec)
 
     def poll(self, timeout: float = 0) -> list[RunOutcome]:

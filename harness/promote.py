@@ -351,7 +351,8 @@ class Promoter:
         meta = RecordMeta(
             author=self.s.cfg.author or "pgolf", github_id=self.s.cfg.github_id, name=name,
             blurb=f"{what}; found by pgolf search '{self.s.cfg.name}'", rationale=c.rationale,
-            hardware=self.track.hardware, pytorch_version=str(result.get("torch_version", "")),
+            hardware=ledger.measured_hardware(cand_runs, self.track.hardware),
+            pytorch_version=str(result.get("torch_version", "")),
             command=f"{run_env} {launcher} train_gpt.py", env=dict(c.env), track=self.track.records_folder,
             byte_cap=self.track.byte_cap, train_time_cap_s=self.track.time_cap_s,
             eval_time_cap_s=self.track.eval_cap_s, techniques=tuple(techniques),

@@ -61,6 +61,7 @@ CREATE TABLE IF NOT EXISTS runs (
     gpu_ids TEXT,
     gpu_sku TEXT,                      -- the GPUs' name ("cpu" for a CPU run): timings compare within one SKU
     gpu_driver TEXT,
+    lost_s REAL NOT NULL DEFAULT 0,    -- seconds its GPUs were held by earlier attempts that were requeued
     val_bpb REAL,
     val_loss REAL,
     pre_quant_val_bpb REAL,
@@ -192,9 +193,9 @@ class Store:
     def _migrate(self) -> None:
         """Columns added after a store was created (a search started by an older pgolf resumes)."""
         have = {r[1] for r in self.conn.execute("PRAGMA table_info(runs)")}
-        for col in ("gpu_sku", "gpu_driver"):
+        for col, decl in (("gpu_sku", "TEXT"), ("gpu_driver", "TEXT"), ("lost_s", "REAL NOT NULL DEFAULT 0")):
             if col not in have:
-                self.conn.execute(f"ALTER TABLE runs ADD COLUMN {col} TEXT")
+                self.conn.execute(f"ALTER TABLE runs ADD COLUMN {col} {decl}")
 
     # --- integrity ------------------------------------------------------------------------
     def _rows(self, table: str) -> dict[str, tuple]:
@@ -440,9 +441,12 @@ class Store:
         return orphans
 
     def requeue(self, run_id: str, reason: str) -> None:
+        """Queue a run that came back without a result of its own (its node died, the disk filled, a rerun
+        alone). The GPUs it held meanwhile were spent all the same: they go to lost_s, which the ledger counts."""
         with self.transaction() as conn:
-            conn.execute("UPDATE runs SET status='queued', attempt=attempt+1, started_at=NULL, error=? WHERE id=?",
-                         (reason, run_id))
+            conn.execute("UPDATE runs SET status='queued', attempt=attempt+1, error=?,"
+                         " lost_s=lost_s + COALESCE(MAX(0, ? - started_at), 0), started_at=NULL WHERE id=?",
+                         (reason, time.time(), run_id))
             self.event("requeued", run_id=run_id, reason=reason)
         self._expect("runs", run_id, None)
 

@@ -57,12 +57,39 @@ def test_costs_per_run_candidate_and_total(store_dir):
     assert (row.gpu_sku, row.gpu_driver) == ("NVIDIA A100-SXM4-80GB", "550.54")
 
 
+def test_gpu_time_of_an_attempt_lost_with_its_node_is_counted(tmp_path):
+    s = Store(tmp_path / "lost")
+    s.add_candidate({"id": CAND, "baseline_hash": "b", "track": "t", "patch": "", "patch_hash": CAND, "env": {},
+                     "proposer": "catalog", "kind": "search"})
+    rid = f"{CAND}-full-s1"
+    s.enqueue_run(rid, CAND, "full", 0, 1, gpus=8)
+    s.mark_running(rid)
+    s.conn.execute("UPDATE runs SET started_at=? WHERE id=?", (time.time() - 900, rid))  # it ran 15 min, then
+    s.requeue(rid, "ray worker died: the node was preempted")  # its node went away
+    assert ledger.gpu_hours(s) == pytest.approx(2.0, rel=1e-3)  # 8 GPUs x 15 min, billed though lost
+    again = s.run(rid)
+    assert again.status == "queued" and again.attempt == 1 and again.started_at is None
+    s.mark_running(rid)
+    s.conn.execute("UPDATE runs SET started_at=? WHERE id=?", (time.time() - 450, rid))
+    s.finish_run(rid, {"status": "ok", "val_bpb": 1.5, "val_loss": 2.5, "wall_s": 400, "result": {}})
+    assert ledger.candidate_costs(s)[CAND] == pytest.approx(3.0, rel=1e-3)  # the lost 2 GPU-h and the 1 it took
+
+
 def test_mixed_skus_are_called_out(store_dir):
     s = Store(store_dir, readonly=True)
     note = ledger.candidate_sku_note(s, CAND, [REF])
     assert note and "full: NVIDIA A100-SXM4-80GB (1 run), NVIDIA H100 80GB HBM3 (2 runs)" in note
     assert "cpu" not in note  # a CPU smoke run is never compared with a full GPU run
     assert ledger.sku_note(ledger.skus(s, "candidate_id=?", (REF,))) is None  # one SKU: nothing to say
+
+
+def test_a_record_names_the_hardware_its_runs_measured(store_dir):
+    s = Store(store_dir, readonly=True)
+    ref, cand = s.runs(candidate_id=REF), s.runs(candidate_id=CAND)
+    assert ledger.measured_hardware(ref, "8xH100 80GB SXM") == "8xNVIDIA H100 80GB HBM3"
+    assert ledger.measured_hardware(cand, "x") == "8xNVIDIA A100-SXM4-80GB + 8xNVIDIA H100 80GB HBM3"
+    cpu_only = [r for r in cand if r.rung == "smoke"]
+    assert ledger.measured_hardware(cpu_only, "CPU") == "CPU"  # no GPU model recorded: the track's word
 
 
 def test_runs_list_and_show_print_money_and_gpus(store_dir, capsys, monkeypatch):

@@ -62,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = load_config(args.config)
         with open(args.plants) as f:
             plants = json.load(f)
-        ProposerPool.catalog = lambda self: []  # planted searches test the harness, not the technique catalog
+        ProposerPool.catalog = property(lambda self: [])  # planted searches test the harness, not the technique catalog
         search = Search(cfg, executor_factory=executor, announce=announce, config_path=args.config)
         search.pool.by_name = {"planted": PlantedProposer(plants)}
         summary = search.run()

@@ -12,7 +12,7 @@ Placement rules:
 * A run needing k GPUs gets ONE actor with num_gpus=k. Ray places an actor on a single node, so
   a run never straddles nodes; a k larger than every node's GPU count is a ValueError at submit.
   The executor picks the node itself (best fit, NodeAffinitySchedulingStrategy) and keeps its
-  own per-node ledger of GPUs and CPUs held by its actors; it assumes it is the only user of
+  own per-node ledger of GPUs and CPUs held by its actors (harness/node_pool.py); it assumes it is the only user of
   the cluster's GPUs and that the cluster is static (nodes are re-read every few seconds).
 * GPU slots request num_cpus=`gpu_slot_cpus` (default 0): the GPU is the scarce resource and a
   CI box has 2 CPUs next to 8 logical GPUs. CPU-only runs (gpus=0) get a slot with 1 CPU.
@@ -65,7 +65,7 @@ import logging
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -77,6 +77,7 @@ import ray  # noqa: E402
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy  # noqa: E402
 
 from harness import shipping  # noqa: E402
+from harness.node_pool import NodePool, Shape, SlotRef  # noqa: E402
 from harness.node_rules import NodeRules  # noqa: E402
 from harness.runner import RunOutcome, RunSpec, RunStatus, run_candidate  # noqa: E402
 from harness.slot import ProgressBoard as _ProgressBoard  # noqa: E402
@@ -92,10 +93,8 @@ WORKER_DIED = "ray worker died"
 _DIED_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError, ray.exceptions.NodeDiedError,
                 ray.exceptions.OutOfMemoryError, ray.exceptions.ObjectLostError,
                 ray.exceptions.ActorUnschedulableError, ray.exceptions.LocalRayletDiedError)
-_NODE_REFRESH_S = 5.0
 _SLOT_CONCURRENCY = 4  # run() in one thread; info()/cancel() answered by the others meanwhile
 
-Shape = tuple[int, float]  # (GPUs, CPUs) an actor holds
 
 
 # --------------------------------------------------------------------------------------------
@@ -125,40 +124,11 @@ class _Queued:
 
 
 @dataclass(eq=False)
-class _SlotRef:
-    handle: Any
-    index: int
-    shape: Shape
-    node: str
-    run_id: str | None = None  # None = idle
-    probe: Any = None  # info() future while the actor starts; None once it answered
-
-
-@dataclass(eq=False)
 class _Running:
     q: _Queued
-    slot: _SlotRef
+    slot: SlotRef
     future: Any
     dispatched_at: float
-
-
-@dataclass(eq=False)
-class _Node:
-    id: str
-    hostname: str
-    gpus: int = 0
-    cpus: float = 0.0
-    used_gpus: int = 0
-    used_cpus: float = 0.0
-    starting: int = 0  # actors being created here
-    slots: set = field(default_factory=set)
-
-    def fits(self, shape: Shape, extra: Shape = (0, 0.0)) -> bool:
-        return (self.used_gpus - extra[0] + shape[0] <= self.gpus
-                and self.used_cpus - extra[1] + shape[1] <= self.cpus + 1e-9)
-
-    def holds(self, shape: Shape) -> bool:
-        return shape[0] <= self.gpus and shape[1] <= self.cpus + 1e-9
 
 
 class RayExecutor:
@@ -194,23 +164,17 @@ class RayExecutor:
         self.reserve_after_skips = reserve_after_skips
         self.gpu_slot_cpus = float(gpu_slot_cpus)
         self.progress_interval_s = progress_interval_s
-        self.max_starting_per_node = max_starting_per_node
         self._board = _ProgressBoard.remote()
         self._progress_ref = None
         self._progress: dict[str, dict] = {}
         self._seq = itertools.count()
-        self._slot_seq = itertools.count()
         self._queues: dict[Shape, list[_Queued]] = {}  # per shape, sorted by key
         self._queued_ids: dict[str, _Queued] = {}
         self._reserving: dict[str, _Queued] = {}
         self._running: dict[str, _Running] = {}
         self._futures: dict[Any, str] = {}
-        self._slots: set[_SlotRef] = set()
-        self._starting: dict[Any, _SlotRef] = {}  # readiness probe -> slot whose actor is starting
-        self._idle: dict[Shape, list[_SlotRef]] = {}
         self._done: list[RunOutcome] = []
-        self._nodes: dict[str, _Node] = {}
-        self._nodes_at = float("-inf")
+        self._pool = NodePool(self._spawn, max_starting_per_node)  # nodes, slot actors, where a new one fits
         self._data = DataBook()  # which node holds the data each run reads (harness/staging.py)
         self._rules = NodeRules()  # one GPU model per group; a cool-off for nodes where a worker died
         self._nonces: dict[Path, str] = {}  # runs folder -> nonce a slot reads there if it shares our disk
@@ -233,8 +197,8 @@ class RayExecutor:
             raise ValueError(f"run {spec.run_id} is already queued or running")
         self._refresh_nodes()
         shape = self._shape(gpus)
-        if not any(n.holds(shape) for n in self._nodes.values()):
-            most = max((n.gpus for n in self._nodes.values()), default=0)
+        if not any(n.holds(shape) for n in self._pool.nodes.values()):
+            most = max((n.gpus for n in self._pool.nodes.values()), default=0)
             if gpus and most == 0:
                 raise ValueError(f"run {spec.run_id} needs {gpus} GPUs but the Ray cluster has none; on a machine "
                                  "without GPUs start the executor with num_gpus=N logical GPUs (scheduling tests)")
@@ -258,16 +222,16 @@ class RayExecutor:
         """Finished runs since the last call, waiting up to `timeout` s for one. Never raises for a run."""
         self._tick()
         out, self._done = self._done, []
-        if self._futures or self._starting or self._data.pending:
+        if self._futures or self._pool.starting or self._data.pending:
             # A finished run, a started actor (which lets the next one be created) or a node done staging
             # its data ends the wait.
-            refs = [*self._futures, *self._starting, *self._data.pending]
+            refs = [*self._futures, *self._pool.starting, *self._data.pending]
             ready, _ = ray.wait(refs, num_returns=1, timeout=0 if out else timeout)
             if ready and len(refs) > 1:
                 ready, _ = ray.wait(refs, num_returns=len(refs), timeout=0)
             for ref in ready:
-                if ref in self._starting:
-                    self._started(self._starting.pop(ref))
+                if ref in self._pool.starting:
+                    self._pool.started(self._pool.starting.pop(ref))
                 elif ref in self._data.pending:
                     self._data.done(ref)
                 elif ref in self._futures:  # else: a probe whose slot an earlier ref in this batch dropped
@@ -326,11 +290,11 @@ class RayExecutor:
     def capacity(self) -> dict[str, Any]:
         self._refresh_nodes()
         busy = [r.q.shape for r in self._running.values()]
-        return {"gpus": sum(n.gpus for n in self._nodes.values()), "gpus_busy": sum(s[0] for s in busy),
-                "cpus": sum(n.cpus for n in self._nodes.values()),
-                "cpus_busy": sum(s[1] for s in busy), "nodes": len(self._nodes),
-                "max_gpus_per_node": max((n.gpus for n in self._nodes.values()), default=0),
-                "slots": len(self._slots), "slots_idle": sum(len(v) for v in self._idle.values()),
+        return {"gpus": sum(n.gpus for n in self._pool.nodes.values()), "gpus_busy": sum(s[0] for s in busy),
+                "cpus": sum(n.cpus for n in self._pool.nodes.values()),
+                "cpus_busy": sum(s[1] for s in busy), "nodes": len(self._pool.nodes),
+                "max_gpus_per_node": max((n.gpus for n in self._pool.nodes.values()), default=0),
+                "slots": len(self._pool.slots), "slots_idle": sum(len(v) for v in self._pool.idle.values()),
                 "running": len(self._running), "queued": len(self._queued_ids), "node_status": self.node_status(),
                 "gpu_models": self.gpu_models(), "gpu_models_released": dict(self._rules.released)}
 
@@ -347,7 +311,7 @@ class RayExecutor:
         read data yet) with the reason, and its GPU SKU once staging has looked."""
         data = self._data.status()
         out = []
-        for n in sorted(self._nodes.values(), key=lambda n: (n.hostname, n.id)):
+        for n in sorted(self._pool.nodes.values(), key=lambda n: (n.hostname, n.id)):
             d = data.get(n.id, {"data": "none", "reason": None, "gpu": None})
             out.append({"node": f"{n.hostname}:{n.id[:8]}", "gpus": n.gpus, "gpus_busy": n.used_gpus, **d})
         return out
@@ -385,8 +349,8 @@ class RayExecutor:
             r.slot.handle.cancel.remote(rid)
         if self._futures:
             ray.wait(list(self._futures), num_returns=len(self._futures), timeout=grace_s)
-        for s in list(self._slots):
-            self._drop_slot(s)
+        for s in list(self._pool.slots):
+            self._pool.drop(s)
         self._running.clear()
         self._futures.clear()
         ray.kill(self._board)
@@ -439,137 +403,41 @@ class RayExecutor:
         if self._try_start(q, avoid=reserved):
             return True
         unsuitable = self._unsuitable(q)
-        if q.target not in self._nodes or q.target in reserved or q.target in unsuitable:
-            q.target = self._pick_target(q.shape, reserved | unsuitable)
+        if q.target not in self._pool.nodes or q.target in reserved or q.target in unsuitable:
+            q.target = self._pool.pick_target(q.shape, reserved | unsuitable)
         if q.target is None:  # every node that could hold it is reserved by an earlier run
             return False
         target = q.target
         reserved.add(target)
         # Idle actors of other sizes on the target are killed only once that makes q fit: if q starts
         # elsewhere first, they are still there to reuse.
-        if self._try_start(q, avoid=set(self._nodes) - {target}, reclaim=True):
+        if self._try_start(q, avoid=set(self._pool.nodes) - {target}, reclaim=True):
             reserved.discard(target)
             return True
         return False
 
-    def _pick_target(self, shape: Shape, avoid: set[str]) -> str | None:
-        def free_soon(n: _Node) -> tuple:
-            idle = sum(s.shape[0] for s in n.slots if s.run_id is None)
-            return (n.gpus - n.used_gpus + idle, -n.used_gpus, n.id)
-
-        nodes = [n for n in self._nodes.values() if n.id not in avoid and n.holds(shape)]
-        return max(nodes, key=free_soon).id if nodes else None
-
     def _unsuitable(self, q: _Queued) -> set[str]:
         """Nodes q may not start on now: without its data, of another GPU model than its group's, cooling off."""
-        holders = {nid for nid, n in self._nodes.items() if n.holds(q.shape)}
-        return self._data.not_ready(q.data, self._nodes) | self._rules.avoid(q.gpu_group, holders,
+        holders = {nid for nid, n in self._pool.nodes.items() if n.holds(q.shape)}
+        return self._data.not_ready(q.data, self._pool.nodes) | self._rules.avoid(q.gpu_group, holders,
                                                                              self._data.gpu_models())
 
     def _try_start(self, q: _Queued, avoid: set[str], reclaim: bool = False) -> bool:
         avoid = avoid | self._unsuitable(q)
-        slot = self._take_idle(q.shape, avoid)
+        slot = self._pool.take_idle(q.shape, avoid)
         if slot is None:
-            node = self._fit(q.shape, avoid) or (self._reclaim(q.shape, avoid) if reclaim else None)
+            node = self._pool.fit(q.shape, avoid) or (self._pool.reclaim(q.shape, avoid) if reclaim else None)
             if node is None:
                 return False
-            slot = self._new_slot(q.shape, node)
+            slot = self._pool.new_slot(q.shape, node)
         self._dispatch(q, slot)
         return True
-
-    def _take_idle(self, shape: Shape, avoid: set[str]) -> _SlotRef | None:
-        idle = self._idle.get(shape, [])
-        for i in range(len(idle) - 1, -1, -1):  # most recently freed first
-            if idle[i].node not in avoid:
-                return idle.pop(i)
-        return None
-
-    def _fit(self, shape: Shape, avoid: set[str]) -> str | None:
-        """Best fit: the node with the fewest free GPUs (then CPUs) left after placing `shape`."""
-        best, best_left = None, None
-        for n in self._nodes.values():
-            if n.id not in avoid and n.fits(shape) and self._may_start(n):
-                left = (n.gpus - n.used_gpus - shape[0], n.cpus - n.used_cpus - shape[1])
-                if best_left is None or left < best_left:
-                    best, best_left = n.id, left
-        return best
-
-    def _reclaim(self, shape: Shape, avoid: set[str]) -> str | None:
-        """Kill the fewest idle actors of other sizes on one node so that `shape` fits there."""
-        if not any(self._idle.values()):
-            return None
-        best: tuple[int, str, list[_SlotRef]] | None = None
-        for n in self._nodes.values():
-            if n.id in avoid or not n.holds(shape) or not self._may_start(n):
-                continue
-            victims, freed = [], (0, 0.0)
-            for s in sorted((s for s in n.slots if s.run_id is None and s.shape != shape), key=lambda s: s.shape,
-                            reverse=True):
-                if n.fits(shape, freed):
-                    break
-                victims.append(s)
-                freed = (freed[0] + s.shape[0], freed[1] + s.shape[1])
-            if victims and n.fits(shape, freed) and (best is None or len(victims) < best[0]):
-                best = (len(victims), n.id, victims)
-        if best is None:
-            return None
-        for s in best[2]:
-            self._drop_slot(s)
-        return best[1]
 
     # --- slots and runs ---------------------------------------------------------------------
     def _shape(self, gpus: int) -> Shape:
         return (gpus, self.gpu_slot_cpus) if gpus else (0, 1.0)
 
-    def _may_start(self, node: _Node) -> bool:
-        cap = self.max_starting_per_node or max(2, int(node.cpus))
-        return node.starting < cap
-
-    def _started(self, slot: _SlotRef) -> None:
-        slot.probe = None
-        node = self._nodes.get(slot.node)
-        if node is not None and slot in node.slots:
-            node.starting -= 1
-
-    def _new_slot(self, shape: Shape, node_id: str) -> _SlotRef:
-        handle = _Slot.options(
-            num_gpus=shape[0], num_cpus=shape[1], max_concurrency=_SLOT_CONCURRENCY,
-            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
-        ).remote(self.runner, self._board, shape[0], self.progress_interval_s)
-        slot = _SlotRef(handle, next(self._slot_seq), shape, node_id)
-        log.debug("slot %d: new, %d GPU(s) %g CPU(s) on %s", slot.index, shape[0], shape[1], node_id[:8])
-        node = self._nodes[node_id]
-        node.used_gpus += shape[0]
-        node.used_cpus += shape[1]
-        node.starting += 1
-        node.slots.add(slot)
-        slot.probe = handle.info.remote()  # answers once the actor process is up
-        self._starting[slot.probe] = slot
-        self._slots.add(slot)
-        return slot
-
-    def _drop_slot(self, slot: _SlotRef) -> None:
-        if slot not in self._slots:
-            return
-        self._slots.discard(slot)
-        log.debug("slot %d: dropped (%s)", slot.index, "busy" if slot.run_id else "idle")
-        idle = self._idle.get(slot.shape, [])
-        if slot in idle:
-            idle.remove(slot)
-        if slot.probe is not None:
-            self._starting.pop(slot.probe, None)
-            self._started(slot)
-        node = self._nodes.get(slot.node)
-        if node is not None and slot in node.slots:
-            node.slots.discard(slot)
-            node.used_gpus -= slot.shape[0]
-            node.used_cpus -= slot.shape[1]
-        try:
-            ray.kill(slot.handle, no_restart=True)
-        except Exception as e:  # already dead
-            log.debug("kill slot %s: %s", slot.index, e)
-
-    def _dispatch(self, q: _Queued, slot: _SlotRef) -> None:
+    def _dispatch(self, q: _Queued, slot: SlotRef) -> None:
         self._unqueue(q)
         slot.run_id = q.spec.run_id
         spec = q.spec
@@ -608,13 +476,13 @@ class RayExecutor:
         try:
             outcome, blob = ray.get(ref)
         except _DIED_ERRORS as e:
-            self._nodes_at = float("-inf")  # a node may be gone: re-read the cluster before placing anything
+            self._pool.stale()  # a node may be gone: re-read the cluster before placing anything
             if (isinstance(e, ray.exceptions.ActorUnschedulableError) and not getattr(e, "actor_init_failed", False)
                     and r.q.unplaced < 3):  # bounded: a node Ray lists as alive yet refuses must not spin forever
                 # Its node left between our last look and the actor's creation: the run never started, so it
                 # goes back to the queue here instead of costing it one of its attempts.
                 log.info("run %s: node %s gone before the run started; queued again", rid, slot.node[:8])
-                self._drop_slot(slot)
+                self._pool.drop(slot)
                 q = r.q
                 q.unplaced += 1
                 bisect.insort(self._queues.setdefault(q.shape, []), q, key=lambda x: x.key)
@@ -626,14 +494,12 @@ class RayExecutor:
                 error = f"{WORKER_DIED}: {_first_line(e)}"
                 self._rules.worker_died(slot.node)  # its node may be dying: requeued runs go elsewhere for now
             outcome = self._outcome(r.q, RunStatus.CRASH, error, slot)
-            self._drop_slot(slot)
+            self._pool.drop(slot)
         except ray.exceptions.RayError as e:  # raised by our own actor code: the slot's state is unknown
             outcome = self._outcome(r.q, RunStatus.CRASH, f"executor error: {_first_line(e)}", slot)
-            self._drop_slot(slot)
+            self._pool.drop(slot)
         else:
-            slot.run_id = None
-            if slot in self._slots:
-                self._idle.setdefault(slot.shape, []).append(slot)
+            self._pool.release(slot)
             if blob is not None:
                 self._unpack(outcome, blob, r.q.spec.run_dir)
         pl = outcome.result.setdefault("placement", {})
@@ -655,17 +521,28 @@ class RayExecutor:
             outcome.error = (f"harness error: the run folder from the worker node could not be written to {run_dir}:"
                              f" {_first_line(e)} (free space on the driver, then run the same command)")
 
-    def _outcome(self, q: _Queued, status: RunStatus, error: str, slot: _SlotRef | None = None) -> RunOutcome:
+    def _outcome(self, q: _Queued, status: RunStatus, error: str, slot: SlotRef | None = None) -> RunOutcome:
         o = RunOutcome(run_id=q.spec.run_id, status=status, error=error, run_dir=str(q.spec.run_dir))
         pl: dict[str, Any] = {"node": None, "gpu_ids": [], "started_at": None, "finished_at": time.time()}
         if slot is not None:
-            node = self._nodes.get(slot.node)
+            node = self._pool.nodes.get(slot.node)
             pl.update(node=f"{node.hostname}:{slot.node[:8]}" if node else slot.node, node_id=slot.node,
                       slot=slot.index)
         else:
             pl["queue_wait_s"] = round(time.time() - q.submitted_at, 6)
         o.result["placement"] = pl
         return o
+
+    def _spawn(self, shape: Shape, node_id: str):
+        return _Slot.options(
+            num_gpus=shape[0], num_cpus=shape[1], max_concurrency=_SLOT_CONCURRENCY,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(node_id=node_id, soft=False),
+        ).remote(self.runner, self._board, shape[0], self.progress_interval_s)
+
+    def _refresh_nodes(self, force: bool = False) -> None:
+        alive = self._pool.refresh(force)
+        if alive is not None:
+            self._data.forget(alive)
 
     # --- accounting -------------------------------------------------------------------------
     def _weight(self, shape: Shape) -> float:
@@ -674,33 +551,12 @@ class RayExecutor:
 
     @property
     def _total_gpus(self) -> int:
-        return sum(n.gpus for n in self._nodes.values())
+        return self._pool.total_gpus
 
     def _tick(self) -> None:
         now = time.monotonic()
         if self._active:
-            total = self._total_gpus or sum(n.cpus for n in self._nodes.values())
+            total = self._total_gpus or sum(n.cpus for n in self._pool.nodes.values())
             self._avail_s += total * (now - self._tick_at)
         self._tick_at = now
         self._active = bool(self._queued_ids or self._running)
-
-    def _refresh_nodes(self, force: bool = False) -> None:
-        now = time.monotonic()
-        if not force and now - self._nodes_at < _NODE_REFRESH_S:
-            return
-        self._nodes_at = now
-        alive: dict[str, _Node] = {}
-        for info in ray.nodes():
-            if not info.get("Alive"):
-                continue
-            res = info.get("Resources") or {}
-            nid = info["NodeID"]
-            node = self._nodes.get(nid) or _Node(nid, info.get("NodeManagerHostname") or "?")
-            node.gpus, node.cpus = int(res.get("GPU", 0)), float(res.get("CPU", 0.0))
-            alive[nid] = node
-        self._data.forget(set(alive))
-        for nid, node in self._nodes.items():
-            if nid not in alive:  # gone: running runs there fail through their futures
-                for s in [s for s in node.slots if s.run_id is None]:
-                    self._drop_slot(s)
-        self._nodes = alive

@@ -34,8 +34,8 @@ from harness.proposals import FailedCandidate, Proposal, ScoredCandidate, Search
 from harness.proposer_pool import ProposerPool
 from harness.runner import RunOutcome, RunSpec, RunStatus
 from harness.store import Store
+from harness.tamper_watch import CONVICTED, RERUN_ALONE, TamperWatch
 from harness.track_data import candidate_vocab, ensure_data, track_for_vocab
-from harness.tripwire import Tripwire
 from trainer import BASELINE_PATH
 
 log = logging.getLogger(__name__)
@@ -125,14 +125,7 @@ class Search:
         self.space = self._search_space()
         self.store = Store(cfg.search_dir())
         self.rung_names = [r.name for r in self.track.rungs]
-        self.tripwire = None
-        self.quarantine: set[str] = set()  # in flight when something they do not own changed: rerun alone
-        self.culprits: dict[str, str] = {}  # changed it again while running alone: run id -> what
-        self._alone: str | None = None
-        self._tamper_cancels: set[str] = set()
-        self._exposed: set[str] = set()
-        self._tamper_paths: dict[str, set[Path]] = {}
-        self._store_checked = 0.0
+        self.tamper = TamperWatch(self.store, announce)  # which run changed what the harness owns
         self.executor_factory = executor_factory
         self.executor = None
         self.submitted: set[str] = set()
@@ -244,15 +237,7 @@ class Search:
     # --- driver steps ---------------------------------------------------------------------
     def dispatch(self) -> None:
         queued = [r for r in self.store.runs(status="queued") if r.id not in self.submitted]
-        held = [r for r in queued if r.id in self.quarantine]
-        if self._alone is not None:
-            queued = []  # a quarantined run is in flight: it runs alone
-        elif held:  # let what is in flight finish, then run one quarantined run with nothing beside it
-            queued = [] if self.submitted or self.executor.running() else held[:1]
-            if queued:
-                self.check_tampering([], store=True)  # what the others did is theirs: start a clean window
-                self._exposed = set()
-                self._alone = queued[0].id
+        queued = self.tamper.admit(queued, self.executor, in_flight=bool(self.submitted or self.executor.running()))
         for run in queued:
             self.executor.submit(self.run_spec(run), run.gpus, priority=run.priority,
                                  same_gpu_model=CONFIRM_GROUP if self._is_confirm(run) else None)
@@ -288,24 +273,16 @@ class Search:
             run = self.store.run(o.run_id)
             if run is None:
                 continue
-            alone = o.run_id == self._alone
-            if alone:
-                self._alone = None
-            stopped_by_us = o.run_id in self._tamper_cancels
-            self._tamper_cancels.discard(o.run_id)
-            if o.run_id in self.culprits:
-                self._convict(run, o)
+            verdict = self.tamper.judge(run, o)
+            if verdict == CONVICTED:
                 self.store.finish_run(o.run_id, o.to_dict())
                 self._after_run(run, o)
                 continue
-            if o.run_id in self.quarantine:
-                if not alone or stopped_by_us:
-                    (Path(run.run_dir) / "outcome.json").unlink(missing_ok=True)
-                    self.store.requeue(o.run_id, "rerun alone: files or store rows it does not own changed while"
-                                                 " it ran beside other runs")
-                    continue
-                self.quarantine.discard(o.run_id)  # ran alone and left everything as it was: innocent
-                self.store.set_meta("quarantine", sorted(self.quarantine))
+            if verdict == RERUN_ALONE:
+                (Path(run.run_dir) / "outcome.json").unlink(missing_ok=True)
+                self.store.requeue(o.run_id, "rerun alone: files or store rows it does not own changed while"
+                                             " it ran beside other runs")
+                continue
             if o.status == RunStatus.CRASH and (o.error or "").startswith("ray worker died") and run.attempt < 2:
                 self.store.requeue(o.run_id, o.error)  # the node died, not the candidate: try elsewhere
                 continue
@@ -315,61 +292,6 @@ class Search:
                 raise StoreError(self._disk_full_message())
             self.store.finish_run(o.run_id, o.to_dict())
             self._after_run(run, o)
-
-    # --- tampering (see harness/tripwire.py) ----------------------------------------------
-    def check_tampering(self, outcomes: list[RunOutcome], store: bool = False) -> None:
-        """After each poll: did anything the harness owns change? The runs in flight since the last clean
-        check are the suspects. Alone, a suspect is convicted; beside others, each is rerun alone."""
-        now = time.monotonic()
-        files = self.tripwire.check() if self.tripwire else []
-        rows = []
-        if store or files or outcomes or now - self._store_checked > 5.0:
-            rows = self.store.verify_own_writes()
-            self._store_checked = now
-        running = set(self.executor.running())
-        exposed = self._exposed | running | {o.run_id for o in outcomes}
-        self._exposed = running
-        if not files and not rows:
-            return
-        what = [f"changed {p}" for p in files] + rows
-        summary = "; ".join(what[:4]) + (f"; and {len(what) - 4} more" if len(what) > 4 else "")
-        self.store.event("tampering", runs=sorted(exposed), findings=what)
-        if not exposed:
-            self.announce(f"[bold red]harness files or store rows changed while no run was in flight[/bold red]:"
-                          f" {summary}")
-            return
-        for rid in exposed:
-            self._tamper_paths.setdefault(rid, set()).update(files)
-        if len(exposed) == 1:
-            (rid,) = exposed
-            restored = self.tripwire.restore(self._tamper_paths.pop(rid, set())) if self.tripwire else []
-            self.culprits[rid] = summary + (f" ({len(restored)} file(s) put back)" if restored else "")
-            self.announce(f"[bold red]run {rid} changed what the harness owns[/bold red]: {summary}; "
-                          "files put back, candidate blocked")
-            if rid in running:
-                self.executor.cancel(rid)
-            return
-        self.quarantine |= exposed
-        self._tamper_cancels |= exposed & running
-        self.store.set_meta("quarantine", sorted(self.quarantine))
-        self.announce(f"[bold red]harness files or store rows changed[/bold red] while {len(exposed)} runs were in "
-                      f"flight ({summary}); each of them is rerun alone to find out which")
-        for rid in exposed & running:
-            self.executor.cancel(rid)
-
-    def _convict(self, run, o: RunOutcome) -> None:
-        """A run that changed what the harness owns: its numbers are void and its candidate is blocked."""
-        what = self.culprits[run.id]
-        o.status, o.val_bpb, o.val_loss = RunStatus.INVALID, None, None
-        o.flag("tampering", f"changed what the harness owns while it ran alone: {what}")
-        o.error = f"tampering: changed what the harness owns while it ran alone: {what}"
-        self.quarantine.discard(run.id)
-        self.store.set_meta("quarantine", sorted(self.quarantine))
-        try:  # the run folder says so too, for pgolf audit
-            (Path(run.run_dir) / "outcome.json").write_text(json.dumps(o.to_dict(), indent=1, default=str))
-        except OSError:
-            pass
-        self.store.set_candidate_state(run.candidate_id, "stopped", o.error)
 
     def _ran_out_of_disk(self, o: RunOutcome) -> bool:
         """A run that failed writing: the disk under the store is (nearly) full. Checked against the free
@@ -514,8 +436,7 @@ class Search:
         elif s.get_meta("baseline_hash") != self.baseline_hash:
             raise BaselineError(f"{s.root} was started with another baseline; use a new --name or the same baseline")
         s.track_own_writes()
-        self.quarantine = set(s.get_meta("quarantine", []))
-        self.tripwire = Tripwire.for_harness([self.config_path, self._baseline_path(), self._track_path()])
+        self.tamper.start([self.config_path, self._baseline_path(), self._track_path()])
         adopted = self._adopt_finished()
         reaped = s.reap_orphans()
         known = {c.trial_number for c in s.candidates() if c.trial_number is not None}
@@ -592,7 +513,7 @@ class Search:
             spent_said = False
             while True:
                 outcomes = self.executor.poll(timeout=0.5)
-                self.check_tampering(outcomes)
+                self.tamper.check(outcomes, self.executor)
                 self.collect(outcomes)
                 self.pool.drain()
                 self.sync_progress()

@@ -38,6 +38,8 @@ def store_dir(tmp_path):
     _run(s, CAND, "full", 2, 8, 450, "NVIDIA A100-SXM4-80GB")  # 1 GPU-h, another SKU
     _run(s, CAND, "smoke", 1, 0, 60, "cpu")  # a CPU run costs no GPU-hours
     s.set_meta("cluster", {"gpus": 16, "gpus_busy": 8, "busy_fraction": 0.5, "updated_at": time.time(),
+                           "gpu_models": {"confirm": "NVIDIA H100 80GB HBM3"},
+                           "gpu_models_released": {"confirm": "NVIDIA B200"},
                            "node_status": [
                                {"node": "gpu-a:11111111", "gpus": 8, "data": "ready", "reason": "present"},
                                {"node": "gpu-b:22222222", "gpus": 8, "data": "failed",
@@ -114,17 +116,20 @@ def test_dashboard_shows_money_and_nodes_without_data(store_dir):
     line = next(x for x in text.splitlines() if "gpu-b:22222222" in x)
     assert "2 nodes" in text and "gpu-b:22222222 gets no work: data staging" in line
     assert "gpu-a" not in text  # a node with its data is not worth a line
+    assert "confirm runs on NVIDIA H100 80GB HBM3 only" in text
+    assert "NVIDIA B200 gone: confirm runs moved" in text  # its pool was preempted: the confirm runs moved on
 
 
-def test_store_from_an_older_pgolf_gains_the_sku_columns(tmp_path):
+def test_store_from_an_older_pgolf_gains_the_sku_and_lost_time_columns(tmp_path):
     s = Store(tmp_path)
     s.close()
     with sqlite3.connect(tmp_path / "pgolf.db") as conn:
-        conn.execute("ALTER TABLE runs DROP COLUMN gpu_sku")
-        conn.execute("ALTER TABLE runs DROP COLUMN gpu_driver")
-    assert ledger.skus(Store(tmp_path, readonly=True)) == {}  # read-only: no column, no crash
+        for col in ("gpu_sku", "gpu_driver", "lost_s"):
+            conn.execute(f"ALTER TABLE runs DROP COLUMN {col}")
+    old = Store(tmp_path, readonly=True)  # read-only (the dashboard): no column, no crash
+    assert ledger.skus(old) == {} and ledger.gpu_hours(old) == 0.0
     s = Store(tmp_path)
-    assert {"gpu_sku", "gpu_driver"} <= {r.name for r in s.query("PRAGMA table_info(runs)")}
+    assert {"gpu_sku", "gpu_driver", "lost_s"} <= {r.name for r in s.query("PRAGMA table_info(runs)")}
 
 
 def test_a_judgement_across_gpu_models_says_so(tmp_path):

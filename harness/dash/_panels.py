@@ -190,6 +190,11 @@ def _cluster_text(v: DashView, width: int) -> RenderableType:
             what = "gets no work" if n["data"] == "failed" else "is staging its data"
             grid.add_row(Text("!", style=style), Text(f"{n['node']} {what}: {n.get('reason') or ''}".rstrip(": "),
                                                       style=style))
+    # Confirm seeds wait for nodes of one GPU model (harness/node_rules.py): say which, or that it was lost.
+    for group, model in sorted((c.get("gpu_models") or {}).items()):
+        grid.add_row(Text("held", style="dim"), Text(f"{group} runs on {model} only", style="dim"))
+    for group, model in sorted((c.get("gpu_models_released") or {}).items()):
+        grid.add_row(Text("!", style="yellow"), Text(f"{model} gone: {group} runs moved", style="yellow"))
     if v.sku_note:
         grid.add_row(Text("GPUs", style="yellow"), Text(v.sku_note, style="yellow"))
     return grid

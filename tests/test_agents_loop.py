@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from openai_server import Answer, Request, ScriptedOpenAIServer, Status
 
-from harness import loop
+from harness import loop, tamper_watch
 from harness.config import load_config
 from harness.proposals import Proposal
 from harness.runner import RunOutcome, RunSpec, RunStatus
@@ -164,7 +164,7 @@ enabled = false
 include = ["MATRIX_LR"]
 """)
         monkeypatch.setenv(KEY_ENV, "sk-test-loop-0123456789abcdef")
-        monkeypatch.setattr(loop.Tripwire, "for_harness", staticmethod(lambda paths: None))
+        monkeypatch.setattr(tamper_watch.Tripwire, "for_harness", staticmethod(lambda paths: None))
         yield load_config(tmp_path / "search.toml"), agent, tmp_path
 
 

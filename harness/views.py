@@ -102,8 +102,9 @@ def rung_agreement(store: Store, rung_names: list[str]) -> list[dict]:
         a, b = rung_scores(store, lo), rung_scores(store, hi)
         common = sorted(set(a) & set(b))
         rho = float("nan")
-        if len(common) >= 3:
-            rho = float(stats.spearmanr([a[c] for c in common], [b[c] for c in common]).statistic)
+        xs, ys = [a[c] for c in common], [b[c] for c in common]
+        if len(common) >= 3 and len(set(xs)) > 1 and len(set(ys)) > 1:  # all tied: no ranking to agree on
+            rho = float(stats.spearmanr(xs, ys).statistic)
         out.append({"from": lo, "to": hi, "n": len(common), "spearman": rho})
     return out
 

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from faulty_trainers.scenarios import track_toml
 from openai_server import Answer, Request, ScriptedOpenAIServer, Status
 
 from harness import loop, tamper_watch
@@ -107,34 +108,7 @@ class SlowAgent:
 @pytest.fixture()
 def search_config(tmp_path: Path, local_data, monkeypatch):
     root = local_data.dataset_dir.parent.parent
-    (tmp_path / "track.toml").write_text(f"""
-name = "llm-async"
-description = "one tiny CPU rung; runs are played by an in-process executor"
-byte_cap = 400_000
-time_cap_s = 60
-records_folder = "track_cpu_smoke"
-hardware = "CPU"
-
-[data]
-dataset = "{local_data.dataset_dir.name}"
-tokenizer = "{local_data.tokenizer_path.name}"
-source = "build"
-root = "{root}"
-
-[env]
-VOCAB_SIZE = "1024"
-NUM_LAYERS = "2"
-MODEL_DIM = "64"
-NUM_HEADS = "4"
-NUM_KV_HEADS = "2"
-DEVICE = "cpu"
-
-[[rungs]]
-name = "smoke"
-gpus = 0
-time_cap_s = 60
-env = {{ ITERATIONS = "3" }}
-""")
+    (tmp_path / "track.toml").write_text(track_toml("llm-async", root=root))
     with ScriptedOpenAIServer() as server:
         agent = SlowAgent()
         server.set_responder(agent)

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from faulty_trainers.scenarios import driver_env, harness_copy, track_toml
 
 from harness.executor import WORKER_DIED, RayExecutor
 from harness.runner import RunOutcome, RunSpec, RunStatus
@@ -235,47 +236,11 @@ def test_worker_node_killed_mid_run_loses_only_its_runs_which_rerun_elsewhere(cl
     ids["a"] = c.add_pgolf_node("a").node_id  # node a comes back (a new Ray node, the same disk)
 
 
-TRACK = """
-name = "cluster-smoke"
-description = "one tiny rung holding one (logical) GPU, trained on the CPU"
-byte_cap = 400_000
-time_cap_s = 20
-eval_cap_s = 20
-startup_s = 40
-records_folder = "track_cpu_smoke"
-hardware = "CPU"
 
-[data]
-dataset = "local_sp1024"
-tokenizer = "local_1024_bpe.model"
-source = "build"
-root = "{root}"
 
-[env]
-VOCAB_SIZE = "1024"
-NUM_LAYERS = "2"
-MODEL_DIM = "64"
-NUM_HEADS = "4"
-NUM_KV_HEADS = "2"
-TRAIN_SEQ_LEN = "128"
-TRAIN_BATCH_TOKENS = "1024"
-VAL_BATCH_SIZE = "8192"
-VAL_TOKENS = "8192"
-WARMUP_STEPS = "0"
-WARMDOWN_ITERS = "2"
-VAL_LOSS_EVERY = "0"
-TRAIN_LOG_EVERY = "1"
-MAX_WALLCLOCK_SECONDS = "0"
-DEVICE = "cpu"
-COMPILE = "0"
-OMP_NUM_THREADS = "1"
-
-[[rungs]]
-name = "smoke"
-gpus = 1
-time_cap_s = 20
-env = {{ ITERATIONS = "3" }}
-"""
+def cluster_track(root: Path) -> str:
+    """One tiny rung holding one (logical) GPU, trained on the CPU."""
+    return track_toml("cluster-smoke", time_cap=20, eval_cap=20, startup=40, root=root, rungs=(("smoke", 1),))
 
 
 def test_pgolf_search_against_the_cluster_stops_on_its_cost_budget(cluster, local_data, tmp_path):
@@ -288,7 +253,7 @@ def test_pgolf_search_against_the_cluster_stops_on_its_cost_budget(cluster, loca
 
     c, nodes, ids, tmp = cluster
     root = Path(local_data.dataset_dir).parent.parent
-    (tmp_path / "track.toml").write_text(TRACK.format(root=root))
+    (tmp_path / "track.toml").write_text(cluster_track(root))
     (tmp_path / "search.toml").write_text(f"""
 name = "cluster"
 track = "{tmp_path / 'track.toml'}"
@@ -306,8 +271,6 @@ llm = 0.0
 [promotion]
 enabled = false
 """)
-    sys.path.insert(0, str(Path(__file__).parent))
-    from faulty_trainers.scenarios import driver_env, harness_copy
 
     # The driver runs from a copy: its tripwire must not see the edits of whoever works in this checkout.
     harness = harness_copy(tmp_path / "h")
@@ -355,7 +318,7 @@ def test_pgolf_search_loses_a_worker_node_mid_run_and_loses_no_run(cluster, loca
 
     c, nodes, ids, tmp = cluster
     root = Path(local_data.dataset_dir).parent.parent
-    (tmp_path / "track.toml").write_text(TRACK.format(root=root))
+    (tmp_path / "track.toml").write_text(cluster_track(root))
     (tmp_path / "search.toml").write_text(f"""
 name = "nodeloss"
 track = "{tmp_path / 'track.toml'}"
@@ -371,8 +334,6 @@ llm = 0.0
 [promotion]
 enabled = false
 """)
-    sys.path.insert(0, str(Path(__file__).parent))
-    from faulty_trainers.scenarios import driver_env, harness_copy
 
     harness = harness_copy(tmp_path / "h")
     env = {k: v for k, v in driver_env(harness).items() if not k.startswith("PGOLF_")}

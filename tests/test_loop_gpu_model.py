@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from faulty_trainers.scenarios import track_toml
 from test_agents_loop import Planted, QuickExecutor
 
 from harness import loop, tamper_watch
@@ -46,28 +47,7 @@ class RecordingExecutor(QuickExecutor):
 @pytest.fixture()
 def config(tmp_path: Path, local_data, monkeypatch):
     root = local_data.dataset_dir.parent.parent
-    (tmp_path / "track.toml").write_text(f"""
-name = "one-gpu-rung"
-byte_cap = 400_000
-time_cap_s = 60
-records_folder = "track_cpu_smoke"
-[data]
-dataset = "{local_data.dataset_dir.name}"
-tokenizer = "{local_data.tokenizer_path.name}"
-source = "build"
-root = "{root}"
-[env]
-VOCAB_SIZE = "1024"
-[[rungs]]
-name = "screen"
-gpus = 1
-time_cap_s = 60
-keep = 0.5
-[[rungs]]
-name = "full"
-gpus = 1
-time_cap_s = 60
-""")
+    (tmp_path / "track.toml").write_text(track_toml("one-gpu-rungs", root=root, rungs=(("screen", 1), ("full", 1))))
     (tmp_path / "search.toml").write_text(f"""
 name = "gpu-model"
 track = "{tmp_path / 'track.toml'}"

@@ -58,11 +58,20 @@ TIME_CAP = 8  # the fault tracks' training cap, s
 
 
 def track_toml(name: str, *, iterations: int = 3, batch_tokens: int = 1024, time_cap: float = TIME_CAP,
-               eval_cap: float = 15, startup: float = 20) -> str:
-    """One tiny CPU rung with short caps: the harness kills a run after time_cap + eval_cap + grace + startup."""
+               eval_cap: float = 15, startup: float = 20, root: Path = DATA_ROOT,
+               rungs: tuple[tuple[str, int], ...] = (("smoke", 0),)) -> str:
+    """A tiny model trained on the CPU, short caps (the harness kills a run after time_cap + eval_cap + grace +
+    startup), the local corpus under `root`; `rungs`: (name, GPUs it holds), one CPU rung by default."""
+    ladder = "".join(f"""
+[[rungs]]
+name = "{rung}"
+gpus = {gpus}
+time_cap_s = {time_cap}
+env = {{ ITERATIONS = "{iterations}" }}
+""" for rung, gpus in rungs)
     return f"""
 name = "{name}"
-description = "fault-matrix track: one tiny CPU rung, short caps"
+description = "tiny test track: {len(rungs)} rung(s), short caps"
 byte_cap = 400_000
 time_cap_s = {time_cap}
 eval_cap_s = {eval_cap}
@@ -74,7 +83,7 @@ hardware = "CPU"
 dataset = "local_sp1024"
 tokenizer = "local_1024_bpe.model"
 source = "build"
-root = "{DATA_ROOT}"
+root = "{root}"
 
 [env]
 VOCAB_SIZE = "1024"
@@ -94,13 +103,7 @@ MAX_WALLCLOCK_SECONDS = "0"
 DEVICE = "cpu"
 COMPILE = "0"
 OMP_NUM_THREADS = "1"
-
-[[rungs]]
-name = "smoke"
-gpus = 0
-time_cap_s = {time_cap}
-env = {{ ITERATIONS = "{iterations}" }}
-"""
+{ladder}"""
 
 
 def kill_after(time_cap: float = TIME_CAP, eval_cap: float = 15, startup: float = 20, grace: float = 2) -> float:

@@ -92,6 +92,22 @@ def test_gpu_facts_without_nvidia_smi(monkeypatch):
     assert gpu_facts("3") == {"sku": "NVIDIA H100 80GB HBM3", "count": 1, "driver": None}
 
 
+def test_gpu_facts_read_nvidia_smi(tmp_path, monkeypatch):
+    """A real `nvidia-smi` answers in this CSV shape (--query-gpu=index,name,driver_version --format=csv,noheader);
+    the executable here prints a mixed node's answer, as a node with an H100 pair and an A100 would."""
+    smi = tmp_path / "nvidia-smi"
+    smi.write_text("#!/bin/sh\necho '0, NVIDIA H100 80GB HBM3, 550.54.15'\necho '1, NVIDIA H100 80GB HBM3, 550.54.15'\n"
+                   "echo '2, NVIDIA A100-SXM4-80GB, 550.54.15'\n")
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", str(tmp_path))
+    monkeypatch.delenv("PGOLF_GPU_SKU", raising=False)
+    assert gpu_facts("1") == {"sku": "NVIDIA H100 80GB HBM3", "count": 1, "driver": "550.54.15"}
+    assert gpu_facts("0,2") == {"sku": "NVIDIA A100-SXM4-80GB + NVIDIA H100 80GB HBM3", "count": 2,
+                                "driver": "550.54.15"}
+    assert gpu_facts("") == {"sku": "NVIDIA A100-SXM4-80GB + NVIDIA H100 80GB HBM3", "count": 3,
+                             "driver": "550.54.15"}  # the whole node (what staging looks at)
+
+
 def test_the_driver_keeps_what_it_needs_to_join_a_token_ray_cluster():
     from harness.sandbox import is_secret_name
 

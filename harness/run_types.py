@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import enum
 import math
+import os
 import re
 import sys
 from dataclasses import dataclass, field
@@ -52,6 +53,10 @@ class RunSpec:
     max_log_bytes: int = 256 * 1024 * 1024  # a run printing more is killed (disk protection)
     keep_fp_model: bool = False  # keep the trainer's unquantized final_model.pt (tens of MB per run)
     keep_scratch: bool = False  # keep home/ and tmp/ (compile caches) after the run
+    # Folders the training process may read but not change, and no network for it: the CPU smoke of untrusted
+    # code on the driver's machine (harness/smoke.py). Needs user, network and mount namespaces; where there are
+    # none the run goes ahead without, and `RunOutcome.isolation` says so.
+    confine: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "run_dir", Path(self.run_dir))
@@ -85,6 +90,9 @@ class RunSpec:
             raise ValueError(f"RunSpec.byte_cap must be a positive int, got {self.byte_cap!r}")
         if not self.python:
             raise ValueError("RunSpec.python must name an interpreter")
+        if not isinstance(self.confine, tuple) or not all(isinstance(p, str) and os.path.isabs(p)
+                                                          for p in self.confine):
+            raise ValueError(f"RunSpec.confine must be a tuple of absolute paths, got {self.confine!r}")
 
     @property
     def kill_after_s(self) -> float:

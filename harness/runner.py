@@ -241,6 +241,26 @@ def run_candidate(spec: RunSpec, on_progress: Callable[[dict], None] | None = No
     return outcome
 
 
+def _training_isolation(spec: RunSpec, o: RunOutcome) -> tuple[list[str], list[str]]:
+    """The unshare prefix and shim options of the training process; what they contain goes to o.isolation."""
+    caps = sandbox.isolation_support(spec.python)
+    if spec.confine and "net" in caps and "fs" in caps:
+        o.isolation["training"] = ("user, network and mount namespaces (unshare -rnm): loopback only; read-only: "
+                                   + ", ".join(spec.confine))
+        return ["unshare", "-rnm"], ["--lo-up", *(arg for p in spec.confine for arg in ("--readonly", p))]
+    # A user namespace: even a root candidate cannot read the memory or environment of the processes
+    # that hold the API key (the driver). It still has the network and can write where its user may:
+    # the driver checks its own files and the run store after each run (harness/tripwire.py).
+    userns = "user" in caps
+    o.isolation["training"] = (
+        ("user namespace (unshare -r): cannot read or trace processes outside it" if userns else
+         "none: no user namespace here; a root candidate can read other processes' memory")
+        + "; has the network and may write outside its run folder (the driver checks its files and the run store)")
+    if spec.confine:
+        o.isolation["training"] += "; the read-only confinement asked for needs mount and network namespaces"
+    return (["unshare", "-r"] if userns else []), []
+
+
 def _run(spec: RunSpec, o: RunOutcome, on_progress, cancel) -> None:
     if cancel is not None and cancel.is_set():
         o.status, o.error = RunStatus.CANCELLED, "cancelled before start"
@@ -273,16 +293,9 @@ def _run(spec: RunSpec, o: RunOutcome, on_progress, cancel) -> None:
         if p is not None and p["kind"] in ("val", "train"):
             _emit(on_progress, p, time.monotonic() - t0)
 
-    # A user namespace: even a root candidate cannot read the memory or environment of the processes
-    # that hold the API key (the driver). It still has the network and can write where its user may:
-    # the driver checks its own files and the run store after each run (harness/tripwire.py).
-    userns = "user" in sandbox.isolation_support(spec.python)
-    o.isolation["training"] = (
-        ("user namespace (unshare -r): cannot read or trace processes outside it" if userns else
-         "none: no user namespace here; a root candidate can read other processes' memory")
-        + "; has the network and may write outside its run folder (the driver checks its files and the run store)")
-    prefix = ["unshare", "-r"] if userns else []
-    ex = execute(_shim_cmd(spec, ["train_gpt.py"], spec.nproc, prefix), cwd=rd, env=env, log_path=rd / "train.log",
+    prefix, opts = _training_isolation(spec, o)
+    ex = execute(_shim_cmd(spec, ["train_gpt.py"], spec.nproc, prefix, opts), cwd=rd, env=env,
+                  log_path=rd / "train.log",
                   kill_after_s=spec.kill_after_s, term_grace_s=spec.term_grace_s,
                   max_log_bytes=spec.max_log_bytes, cancel=cancel, on_line=on_line)
     o.wall_s, o.exit_code = round(ex.wall_s, 3), ex.returncode

@@ -9,6 +9,10 @@ under one hard wall-clock limit. A shape error in forward, a NaN, an export or r
 seconds of CPU before the candidate exists instead of a GPU slot after it, and its one-line reason (the
 exception, the trainer lines that raised it, what to fix) goes back to the agent as a repair turn.
 
+The smoke is the first time an LLM's code runs, and it runs on the driver's machine, so it is confined
+more than a training run: no network, and pgolf's checkout and the interpreter's site-packages mounted
+read-only (`RunSpec.confine`; user, network and mount namespaces, where the OS gives them).
+
 Only LLM proposals are smoked (agents/llm): catalog techniques are smoke-tested in CI
 (tests/test_techniques*), and Optuna samples knobs whose shape constraints the search space enforces by
 construction.
@@ -23,6 +27,7 @@ import math
 import re
 import shutil
 import sys
+import sysconfig
 import tempfile
 import threading
 import time
@@ -47,6 +52,15 @@ _MAX_REASON = 700
 _FRAME_RE = re.compile(r'^\s*File "(?P<file>[^"]+)", line (?P<line>\d+), in (?P<fn>\S+)')
 
 
+def protected_folders() -> tuple[Path, ...]:
+    """What a smoke's code must not change: pgolf's checkout (its code and, by default, its run store, records
+    and configs) and the interpreter's site-packages (their start-up hooks run in every process of the search).
+    The tripwire would notice a change, but could only blame the training runs in flight."""
+    paths = sysconfig.get_paths()
+    return tuple(dict.fromkeys(Path(p) for p in (Path(__file__).resolve().parents[1], paths["purelib"],
+                                                 paths["platlib"])))
+
+
 class CpuSmoke:
     """`smoke(source, patch, env) -> Validation` (stage "smoke" on failure). Thread-safe; at most
     `concurrency` smoke runs at once, the others wait their turn in the caller's thread."""
@@ -61,9 +75,11 @@ class CpuSmoke:
         data: tuple[Path, Path] | None = None,
         scratch: Path | None = None,
         python: str = sys.executable,
+        protect: tuple[Path, ...] | None = None,
     ) -> None:
         """`data`: (dataset folder, tokenizer) of the track's vocabulary; None builds or finds the track's
-        own corpus on first use. `scratch`: where run folders are made (the system's temp folder if None)."""
+        own corpus on first use. `scratch`: where run folders are made (the system's temp folder if None).
+        `protect`: folders the smoke's code may read but not change (None: `protected_folders()`)."""
         if steps < 1 or timeout_s <= 0 or concurrency < 1:
             raise ValueError(f"CpuSmoke: steps {steps}, timeout_s {timeout_s} and concurrency {concurrency}"
                              " must be positive")
@@ -72,6 +88,7 @@ class CpuSmoke:
         self.timeout_s = timeout_s
         self.python = python
         self.scratch = scratch
+        self.protect = protected_folders() if protect is None else tuple(protect)
         self._data = data
         self._data_lock = threading.Lock()
         self._slots = threading.BoundedSemaphore(concurrency)
@@ -132,6 +149,7 @@ class CpuSmoke:
             run_id=run_id, run_dir=folder / "run", source=source, patch=patch, env=env,
             time_cap_s=self.timeout_s, grace_s=0.0, startup_s=0.0, python=self.python,
             byte_cap=2**62,  # the size stage owns the cap: a tiny model proves nothing about the real one
+            confine=self._confine(folder),  # untrusted code on the driver's machine: offline, our files read-only
         )  # fmt: skip
         losses: list[float] = []
         cancel = threading.Event()
@@ -147,6 +165,12 @@ class CpuSmoke:
             outcome.status = RunStatus.TIMEOUT
         rescored = outcome.rescore_wall_s is not None or (outcome.error or "").startswith("re-score")
         return outcome, spec.run_dir / ("rescore" if rescored else "") / "train.log", losses
+
+    def _confine(self, folder: Path) -> tuple[str, ...]:
+        """The protected folders that exist, less any that holds the smoke's own folder (it must write there)."""
+        here = folder.resolve()
+        return tuple(str(p) for p in (Path(p).resolve() for p in self.protect)
+                     if p.is_dir() and not here.is_relative_to(p))
 
     # The verdict --------------------------------------------------------------------------------
 

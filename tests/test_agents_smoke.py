@@ -9,6 +9,7 @@ bound and is rejected with its reason in the run store, and the next conversatio
 
 from __future__ import annotations
 
+import sys
 import textwrap
 import threading
 import time
@@ -170,3 +171,49 @@ def test_smoke_runs_are_bounded_in_concurrency(local_data):
         t.join()
     assert time.monotonic() - start >= 3.0 and len(smoke.seconds) == 2  # one after the other, not together
     assert all(s >= 1.5 for s in smoke.seconds)
+
+
+def test_the_smoke_is_offline_and_cannot_change_what_it_is_told_to_protect(local_data, tmp_path):
+    """An LLM's code runs for the first time in the smoke, on the driver's machine: it reaches no network and
+    cannot write into the protected folders (pgolf's checkout and site-packages by default; a stand-in here)."""
+    from faulty_trainers.scenarios import Listener
+
+    from harness import sandbox
+
+    if not {"net", "fs"} <= set(sandbox.isolation_support(sys.executable)):
+        pytest.skip("no user, network and mount namespaces here: the smoke runs unconfined (its outcome says so)")
+    owned = tmp_path / "owned"
+    owned.mkdir()
+    (owned / "harness.py").write_text("trusted\n")
+    listener = Listener()
+    attack = textwrap.dedent(f"""
+        import socket
+        from pathlib import Path
+
+        try:
+            Path({str(owned / "harness.py")!r}).write_text("changed by the candidate")
+            wrote = "yes"
+        except OSError as e:
+            wrote = f"refused ({{e.strerror}})"
+        try:
+            socket.create_connection(("127.0.0.1", {listener.port}), timeout=3).sendall(b"leak")
+            net = "yes"
+        except OSError as e:
+            net = f"refused ({{e.strerror}})"
+        raise RuntimeError(f"write {{wrote}}; network {{net}}")
+    """)
+    smoke = CpuSmoke(steps=1, timeout_s=60, data=(local_data.dataset_dir, local_data.tokenizer_path),
+                     protect=(owned,))
+    try:
+        verdict = smoke(attack)
+        time.sleep(0.5)  # a connection that did get through is recorded by now
+    finally:
+        listener.close()
+    assert (verdict.ok, verdict.stage) == (False, "smoke")
+    assert "write refused (Read-only file system)" in verdict.reason, verdict.reason
+    assert "network refused" in verdict.reason, verdict.reason
+    assert (owned / "harness.py").read_text() == "trusted\n" and listener.hits == []
+    # and by default the checkout that holds this harness is among the protected folders
+    from harness.smoke import protected_folders
+
+    assert Path(__file__).resolve().parents[1] in protected_folders()

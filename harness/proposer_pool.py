@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from harness.config import SearchConfig, Track
 from harness.optuna_proposer import OptunaProposer
@@ -59,8 +60,11 @@ class ProposerPool:
         budget = Budget(llm.max_total_tokens, llm.max_cost_usd, llm.price_per_1k_input, llm.price_per_1k_output,
                         spent_tokens=int(spent.get("prompt_tokens", 0) + spent.get("completion_tokens", 0)),
                         spent_usd=float(spent.get("cost_usd", 0.0)))
+        # The smoke of an LLM's code may not change the run store, nor the baseline it was given.
+        protect = [self.store.root.absolute()] + ([Path(self.cfg.baseline).absolute().parent] if self.cfg.baseline
+                                                  else [])
         proposer, reason = make_proposer(LLMConfig.coerce(llm), self.preflight, on_event=self._on_event,
-                                         catalog=catalog, budget=budget)
+                                         catalog=catalog, budget=budget, protect=protect)
         if proposer is None:
             self.announce(f"llm proposer off: {reason}; the catalog agent proposes instead")
             self.store.event("llm_disabled", reason=reason)

@@ -144,8 +144,11 @@ def test_smoke_is_configured_from_the_llm_section(local_data):
     assert cfg.llm.smoke and cfg.llm.smoke_steps == 4 and cfg.llm.smoke_concurrency == 1
     with pytest.raises(ConfigError, match="llm.smoke_timeout_s"):
         load_config(preset="smoke", llm={"smoke_timeout_s": 0})
-    on, _ = make_proposer(LLMConfig.coerce(cfg.llm), Preflight("x = 1\n", {}, 1), environ={"OPENAI_API_KEY": KEY})
+    on, _ = make_proposer(LLMConfig.coerce(cfg.llm), Preflight("x = 1\n", {}, 1), environ={"OPENAI_API_KEY": KEY},
+                          protect=[Path("/srv/pgolf-store")])
     assert isinstance(on._checker.smoke, CpuSmoke) and on._checker.smoke.steps == 4
+    assert on._checker.smoke.protect[-1] == Path("/srv/pgolf-store")  # the run store, besides pgolf's own folders
+    assert Path(__file__).resolve().parents[1] in on._checker.smoke.protect
     off, _ = make_proposer(LLMConfig(smoke=False), Preflight("x = 1\n", {}, 1), environ={"OPENAI_API_KEY": KEY})
     assert off._checker.smoke is None
 

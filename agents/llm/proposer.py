@@ -36,6 +36,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from agents.events import attempt_event
 from agents.llm.answers import AnswerChecker, Verdict, rejected
@@ -516,12 +517,13 @@ def make_proposer(
     budget: Budget | None = None,
     environ: Mapping[str, str] | None = None,
     smoke: SmokeCheck | None = None,
+    protect: Iterable[Path] = (),
 ) -> tuple[LLMProposer | None, str]:
     """(LLMProposer, "") or (None, the reason no LLM can be used) so the loop falls back to the
     offline catalog agent. `config` is an LLMConfig, a mapping or the search config's llm section.
     `on_event` is not called here: the loop records the reason itself. With `config.smoke` on, every
     proposal passes the CPU smoke after `validator` (harness.smoke.CpuSmoke on the cpu-smoke track, or
-    `smoke` when given)."""
+    `smoke` when given). `protect`: folders the smoke may not change besides pgolf's own (the run store)."""
     config = LLMConfig.coerce(config)
     env = os.environ if environ is None else environ
     reason = llm_unavailable_reason(config, env)
@@ -530,10 +532,10 @@ def make_proposer(
         return None, reason
     key = env[config.api_key_env] if config.api_key_env else "unused"
     if config.smoke and smoke is None:
-        from harness.smoke import CpuSmoke  # the runner and torch-free harness code, only when smoking
+        from harness.smoke import CpuSmoke, protected_folders  # torch-free harness code, only when smoking
 
         smoke = CpuSmoke(steps=config.smoke_steps, timeout_s=config.smoke_timeout_s,
-                         concurrency=config.smoke_concurrency)
+                         concurrency=config.smoke_concurrency, protect=(*protected_folders(), *protect))
     proposer = LLMProposer(config, validator, api_key=key, on_event=on_event, catalog=catalog, budget=budget,
                            smoke=smoke if config.smoke else None)
     return proposer, ""

@@ -12,8 +12,9 @@ Placement rules:
 * A run needing k GPUs gets ONE actor with num_gpus=k. Ray places an actor on a single node, so
   a run never straddles nodes; a k larger than every node's GPU count is a ValueError at submit.
   The executor picks the node itself (best fit, NodeAffinitySchedulingStrategy) and keeps its
-  own per-node ledger of GPUs and CPUs held by its actors (harness/node_pool.py); it assumes it is the only user of
-  the cluster's GPUs and that the cluster is static (nodes are re-read every few seconds).
+  own per-node ledger of GPUs and CPUs held by its actors (harness/node_pool.py); it assumes it
+  is the only user of the cluster's GPUs and that the cluster is static (nodes are re-read every
+  few seconds).
 * GPU slots request num_cpus=`gpu_slot_cpus` (default 0): the GPU is the scarce resource and a
   CI box has 2 CPUs next to 8 logical GPUs. CPU-only runs (gpus=0) get a slot with 1 CPU.
 * At most max(2, CPUs) actors start at once per node (`max_starting_per_node`): hundreds of
@@ -94,7 +95,6 @@ _DIED_ERRORS = (ray.exceptions.RayActorError, ray.exceptions.WorkerCrashedError,
                 ray.exceptions.OutOfMemoryError, ray.exceptions.ObjectLostError,
                 ray.exceptions.ActorUnschedulableError, ray.exceptions.LocalRayletDiedError)
 _SLOT_CONCURRENCY = 4  # run() in one thread; info()/cancel() answered by the others meanwhile
-
 
 
 # --------------------------------------------------------------------------------------------
@@ -419,8 +419,8 @@ class RayExecutor:
     def _unsuitable(self, q: _Queued) -> set[str]:
         """Nodes q may not start on now: without its data, of another GPU model than its group's, cooling off."""
         holders = {nid for nid, n in self._pool.nodes.items() if n.holds(q.shape)}
-        return self._data.not_ready(q.data, self._pool.nodes) | self._rules.avoid(q.gpu_group, holders,
-                                                                             self._data.gpu_models())
+        other_model_or_cooling = self._rules.avoid(q.gpu_group, holders, self._data.gpu_models())
+        return self._data.not_ready(q.data, self._pool.nodes) | other_model_or_cooling
 
     def _try_start(self, q: _Queued, avoid: set[str], reclaim: bool = False) -> bool:
         avoid = avoid | self._unsuitable(q)

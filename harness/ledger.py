@@ -19,6 +19,8 @@ from collections import Counter
 
 from harness.store import Store
 
+UNNAMED_GPUS = ("cpu", "unknown")  # what staging.gpu_facts says of a run or node when it cannot name a GPU model
+
 # Seconds a run's GPUs were held: finished -> start to outcome (at least the training wall time);
 # running -> start to now; never started -> its training wall time, if any (0 otherwise); plus what
 # its requeued attempts held.
@@ -99,7 +101,7 @@ def measured_hardware(runs: list, declared: str) -> str:
     """What runs ran on, from their own placement records ("8xNVIDIA H100 80GB HBM3"); `declared` (the track's
     hardware) where they recorded no GPU model: CPU runs, or a store written by an older pgolf."""
     seen = sorted({f"{r.gpus}x{r.data.get('gpu_sku')}" for r in runs
-                   if r.gpus and r.data.get("gpu_sku") not in (None, "cpu", "unknown")})
+                   if r.gpus and r.data.get("gpu_sku") not in (None, *UNNAMED_GPUS)})
     return " + ".join(seen) if seen else declared
 
 

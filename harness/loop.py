@@ -19,17 +19,19 @@ import re
 import shutil
 import socket
 import time
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from harness import sandbox, views
+from harness import ledger, sandbox, views
 from harness.candidate import Candidate, run_id, sha256_text
 from harness.config import TRACKS_DIR, SearchConfig, config_to_dict, load_track
 from harness.errors import BaselineError, ConfigError, PgolfError, StoreError
 from harness.faults import kill_point
 from harness.optuna_proposer import open_study
 from harness.preflight import Preflight
+from harness.promote import confirm_seeds
 from harness.proposals import FailedCandidate, Proposal, ScoredCandidate, SearchView
 from harness.proposer_pool import ProposerPool
 from harness.runner import RunOutcome, RunSpec, RunStatus
@@ -122,6 +124,7 @@ class Search:
         self.dataset, self.tokenizer = ensure_data(self.track, announce)
         self._data_by_vocab = {self.track.data.vocab_size: (self.dataset, self.tokenizer)}
         self._run_inputs: dict[str, tuple[str, Path, Path]] = {}  # candidate id -> (source, dataset, tokenizer)
+        self.confirm_seeds = confirm_seeds(cfg.promotion.seeds)
         self.space = self._search_space()
         self.store = Store(cfg.search_dir())
         self.rung_names = [r.name for r in self.track.rungs]
@@ -250,22 +253,17 @@ class Search:
 
     def _is_confirm(self, run) -> bool:
         """A confirm seed (candidate's or baseline's): the runs the judge compares for a record."""
-        from harness.promote import confirm_seeds
-
-        return run.rung_index == len(self.track.rungs) - 1 and run.seed in confirm_seeds(self.cfg.promotion.seeds)
+        return run.rung_index == len(self.track.rungs) - 1 and run.seed in self.confirm_seeds
 
     def _hold_confirm_gpu_model(self) -> None:
         """A resumed search keeps its confirm seeds on the GPU model most of its earlier ones used."""
-        from harness.promote import confirm_seeds
-
-        seeds = confirm_seeds(self.cfg.promotion.seeds)
-        row = self.store.one("SELECT gpu_sku, COUNT(*) AS n FROM runs WHERE status='ok' AND rung_index=? AND gpus>0"
-                             f" AND seed IN ({','.join('?' * len(seeds))}) AND gpu_sku IS NOT NULL"
-                             " AND gpu_sku NOT IN ('cpu', 'unknown') GROUP BY gpu_sku ORDER BY n DESC LIMIT 1",
-                             (len(self.track.rungs) - 1, *seeds))
+        where = f"rung_index=? AND gpus>0 AND seed IN ({','.join('?' * len(self.confirm_seeds))})"
+        by_rung = ledger.skus(self.store, where, (len(self.track.rungs) - 1, *self.confirm_seeds))
+        models = Counter({m: n for m, n in by_rung.get(self.track.top_rung.name, {}).items()
+                          if m not in ("unrecorded", *ledger.UNNAMED_GPUS)})
         hold = getattr(self.executor, "hold_gpu_model", None)  # a test's executor may not place on nodes
-        if row is not None and hold is not None:
-            hold(CONFIRM_GROUP, row.gpu_sku)
+        if models and hold is not None:
+            hold(CONFIRM_GROUP, models.most_common(1)[0][0])
 
     def collect(self, outcomes: list[RunOutcome]) -> None:
         for o in outcomes:
@@ -451,9 +449,7 @@ class Search:
         if s.candidate(ref.id) is None:
             self.add_candidate(Proposal(proposer="baseline", rationale="the unmodified baseline"), kind="reference")
         if self.cfg.promotion.enabled:
-            from harness.promote import confirm_seeds
-
-            for seed in confirm_seeds(self.cfg.promotion.seeds):
+            for seed in self.confirm_seeds:
                 self.enqueue(ref.id, len(self.track.rungs) - 1, seed, "prefetch")
         s.event("driver_started", pid=os.getpid())
 

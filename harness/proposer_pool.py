@@ -61,8 +61,9 @@ class ProposerPool:
                         spent_tokens=int(spent.get("prompt_tokens", 0) + spent.get("completion_tokens", 0)),
                         spent_usd=float(spent.get("cost_usd", 0.0)))
         # The smoke of an LLM's code may not change the run store, nor the baseline it was given.
-        protect = [self.store.root.absolute()] + ([Path(self.cfg.baseline).absolute().parent] if self.cfg.baseline
-                                                  else [])
+        protect = [self.store.root.absolute()]
+        if self.cfg.baseline:
+            protect.append(Path(self.cfg.baseline).absolute().parent)
         proposer, reason = make_proposer(LLMConfig.coerce(llm), self.preflight, on_event=self._on_event,
                                          catalog=catalog, budget=budget, protect=protect)
         if proposer is None:

@@ -25,6 +25,8 @@ from pathlib import Path
 
 import ray
 
+from harness.ledger import UNNAMED_GPUS
+
 DATA_ROOT_ENV = "PGOLF_DATA_ROOT"
 GPU_SKU_ENV = "PGOLF_GPU_SKU"  # names a node's GPUs where nvidia-smi cannot (and fakes SKUs in tests)
 CHUNK = 32 << 20  # bytes per round trip when streaming a file from the driver
@@ -126,6 +128,7 @@ def _fetch(need: DataNeed, root: Path) -> None:
 def stage_here(need: DataNeed, server) -> dict:
     """Run on the node: make sure it holds `need`; its paths, or the reason it cannot. Never raises."""
     root = node_root(need)
+    gpu = gpu_facts("")  # the node's GPUs, for its placement record, whether or not it gets the data
     notes: list[str] = []
     try:
         todo = missing(need, root)
@@ -153,9 +156,9 @@ def stage_here(need: DataNeed, server) -> dict:
     except Exception as e:
         msg = " ".join(str(e).split())[:300] or type(e).__name__
         after = f" (after: {'; '.join(notes)})" if notes else ""
-        return {"ok": False, "error": f"data staging under {root} failed: {msg}{after}", "gpu": gpu_facts("")}
+        return {"ok": False, "error": f"data staging under {root} failed: {msg}{after}", "gpu": gpu}
     return {"ok": True, "data_path": str(root / need.dataset), "tokenizer_path": str(root / need.tokenizer),
-            "root": str(root), "how": "; ".join(notes) or "present", "gpu": gpu_facts("")}
+            "root": str(root), "how": "; ".join(notes) or "present", "gpu": gpu}
 
 
 def _existing_parent(p: Path) -> Path:
@@ -278,7 +281,7 @@ class DataBook:
         """node id -> its GPU model, for the nodes that tried to stage some data (staging looks at the GPUs) and
         could name them."""
         return {nid: st["gpu"]["sku"] for (nid, _), st in self.state.items()
-                if st.get("gpu") and st["gpu"].get("sku") not in (None, "cpu", "unknown")}
+                if st.get("gpu") and st["gpu"].get("sku") not in (None, *UNNAMED_GPUS)}
 
     def shutdown(self) -> None:
         if self.server is not None:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faulty_trainers.scenarios import track_toml
+from faulty_trainers.scenarios import search_toml, track_toml
 from openai_server import Answer, Request, ScriptedOpenAIServer, Status
 
 from harness import loop, tamper_watch
@@ -112,11 +112,7 @@ def search_config(tmp_path: Path, local_data, monkeypatch):
     with ScriptedOpenAIServer() as server:
         agent = SlowAgent()
         server.set_responder(agent)
-        (tmp_path / "search.toml").write_text(f"""
-name = "llm-async"
-track = "{tmp_path / 'track.toml'}"
-store = "{tmp_path / 'runs'}"
-records = "{tmp_path / 'records'}"
+        (tmp_path / "search.toml").write_text(search_toml(tmp_path, "llm-async", f"""
 [budget]
 max_candidates = 20
 [proposers]
@@ -136,7 +132,7 @@ smoke = false
 enabled = false
 [knobs]
 include = ["MATRIX_LR"]
-""")
+"""))
         monkeypatch.setenv(KEY_ENV, "sk-test-loop-0123456789abcdef")
         monkeypatch.setattr(tamper_watch.Tripwire, "for_harness", staticmethod(lambda paths: None))
         yield load_config(tmp_path / "search.toml"), agent, tmp_path

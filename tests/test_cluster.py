@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faulty_trainers.scenarios import driver_env, harness_copy, track_toml
+from faulty_trainers.scenarios import driver_env, harness_copy, search_toml, track_toml
 
 from harness.executor import WORKER_DIED, RayExecutor
 from harness.runner import RunOutcome, RunSpec, RunStatus
@@ -238,9 +238,22 @@ def test_worker_node_killed_mid_run_loses_only_its_runs_which_rerun_elsewhere(cl
 
 
 
-def cluster_track(root: Path) -> str:
-    """One tiny rung holding one (logical) GPU, trained on the CPU."""
-    return track_toml("cluster-smoke", time_cap=20, eval_cap=20, startup=40, root=root, rungs=(("smoke", 1),))
+def cluster_search(tmp_path: Path, local_data, name: str, budget: str) -> tuple[Path, dict[str, str]]:
+    """A search of Optuna candidates, promotion off, on one tiny rung holding one (logical) GPU and trained on the
+    CPU; `budget`: its [budget] section. The driver runs from a copy of the harness (its tripwire must not see the
+    edits of whoever works in this checkout): that copy, and the driver's environment."""
+    root = Path(local_data.dataset_dir).parent.parent
+    (tmp_path / "track.toml").write_text(track_toml("cluster-smoke", time_cap=20, eval_cap=20, startup=40, root=root,
+                                                    rungs=(("smoke", 1),)))
+    (tmp_path / "search.toml").write_text(search_toml(tmp_path, name, budget + """[proposers]
+optuna = 1.0
+catalog = 0.0
+llm = 0.0
+[promotion]
+enabled = false
+"""))
+    harness = harness_copy(tmp_path / "h")
+    return harness, {k: v for k, v in driver_env(harness).items() if not k.startswith("PGOLF_")}
 
 
 def test_pgolf_search_against_the_cluster_stops_on_its_cost_budget(cluster, local_data, tmp_path):
@@ -252,29 +265,12 @@ def test_pgolf_search_against_the_cluster_stops_on_its_cost_budget(cluster, loca
     from harness.audit import audit_path, format_report
 
     c, nodes, ids, tmp = cluster
-    root = Path(local_data.dataset_dir).parent.parent
-    (tmp_path / "track.toml").write_text(cluster_track(root))
-    (tmp_path / "search.toml").write_text(f"""
-name = "cluster"
-track = "{tmp_path / 'track.toml'}"
-store = "{tmp_path / 'runs'}"
-records = "{tmp_path / 'records'}"
-grace_s = 2.0
+    harness, env = cluster_search(tmp_path, local_data, "cluster", """
 [budget]
 max_candidates = 50
 price_per_gpu_hour = 3600.0  # $1 per GPU-second: the first finished run spends the budget
 max_cost_usd = 1.0
-[proposers]
-optuna = 1.0
-catalog = 0.0
-llm = 0.0
-[promotion]
-enabled = false
 """)
-
-    # The driver runs from a copy: its tripwire must not see the edits of whoever works in this checkout.
-    harness = harness_copy(tmp_path / "h")
-    env = {k: v for k, v in driver_env(harness).items() if not k.startswith("PGOLF_")}
     t0 = time.monotonic()
     p = subprocess.run([sys.executable, "-m", "harness.cli", "search", str(tmp_path / "search.toml"),
                         "--ray-address", c.address], cwd=harness, env=env, capture_output=True, text=True,
@@ -317,26 +313,10 @@ def test_pgolf_search_loses_a_worker_node_mid_run_and_loses_no_run(cluster, loca
     import subprocess
 
     c, nodes, ids, tmp = cluster
-    root = Path(local_data.dataset_dir).parent.parent
-    (tmp_path / "track.toml").write_text(cluster_track(root))
-    (tmp_path / "search.toml").write_text(f"""
-name = "nodeloss"
-track = "{tmp_path / 'track.toml'}"
-store = "{tmp_path / 'runs'}"
-records = "{tmp_path / 'records'}"
-grace_s = 2.0
+    harness, env = cluster_search(tmp_path, local_data, "nodeloss", """
 [budget]
 max_candidates = 3
-[proposers]
-optuna = 1.0
-catalog = 0.0
-llm = 0.0
-[promotion]
-enabled = false
 """)
-
-    harness = harness_copy(tmp_path / "h")
-    env = {k: v for k, v in driver_env(harness).items() if not k.startswith("PGOLF_")}
     driver = subprocess.Popen([sys.executable, "-m", "harness.cli", "search", str(tmp_path / "search.toml"),
                                "--ray-address", c.address], cwd=harness, env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True)

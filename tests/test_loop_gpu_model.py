@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from faulty_trainers.scenarios import track_toml
+from faulty_trainers.scenarios import search_toml, track_toml
 from test_agents_loop import Planted, QuickExecutor
 
 from harness import loop, tamper_watch
@@ -48,11 +48,7 @@ class RecordingExecutor(QuickExecutor):
 def config(tmp_path: Path, local_data, monkeypatch):
     root = local_data.dataset_dir.parent.parent
     (tmp_path / "track.toml").write_text(track_toml("one-gpu-rungs", root=root, rungs=(("screen", 1), ("full", 1))))
-    (tmp_path / "search.toml").write_text(f"""
-name = "gpu-model"
-track = "{tmp_path / 'track.toml'}"
-store = "{tmp_path / 'runs'}"
-records = "{tmp_path / 'records'}"
+    (tmp_path / "search.toml").write_text(search_toml(tmp_path, "gpu-model", f"""
 [budget]
 max_candidates = 4
 [proposers]
@@ -63,7 +59,7 @@ seeds = {SEEDS}
 ablate = false
 [knobs]
 include = ["MATRIX_LR"]
-""")
+"""))
     monkeypatch.setattr(tamper_watch.Tripwire, "for_harness", staticmethod(lambda paths: None))
     return load_config(tmp_path / "search.toml")
 

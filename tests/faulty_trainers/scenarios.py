@@ -106,6 +106,29 @@ OMP_NUM_THREADS = "1"
 {ladder}"""
 
 
+def search_toml(tmp: Path, name: str, body: str, *, store: Path | None = None, baseline: Path | None = None) -> str:
+    """A search on tmp/track.toml with its store and records under tmp and a 2 s kill grace; `body`: the TOML
+    that makes the scenario (budget, proposers, promotion, knobs)."""
+    head = [f'name = "{name}"', f'track = "{tmp / "track.toml"}"']
+    if baseline is not None:
+        head.append(f'baseline = "{baseline}"')
+    head += [f'store = "{store or tmp / "runs"}"', f'records = "{tmp / "records"}"', "grace_s = 2.0"]
+    return "\n".join(head) + "\n" + body.lstrip("\n")
+
+
+def unreachable_llm(port: int) -> str:
+    """Half the proposals to an LLM whose endpoint is a closed 127.0.0.1 port, given up on after one retry."""
+    return f"""[proposers]
+optuna = 0.5
+catalog = 0.0
+llm = 0.5
+[llm]
+base_url = "http://127.0.0.1:{port}/v1"
+max_retries = 1
+timeout_s = 5
+"""
+
+
 def kill_after(time_cap: float = TIME_CAP, eval_cap: float = 15, startup: float = 20, grace: float = 2) -> float:
     return time_cap + eval_cap + startup + grace
 
@@ -207,12 +230,7 @@ def _kill_worker_of_victim(store: Path, done: threading.Event, record: dict) -> 
 def fault_search(tmp: Path, cpus: int = 3) -> FaultSearch:
     harness = harness_copy(tmp / "h")
     (tmp / "track.toml").write_text(track_toml("fault-smoke"))
-    (tmp / "search.toml").write_text(f"""
-name = "faults"
-track = "{tmp / 'track.toml'}"
-store = "{tmp / 'runs'}"
-records = "{tmp / 'records'}"
-grace_s = 2.0
+    (tmp / "search.toml").write_text(search_toml(tmp, "faults", f"""
 [budget]
 max_candidates = {len(plants.FAULTS)}
 [proposers]
@@ -220,7 +238,7 @@ optuna = 1.0
 catalog = 0.0
 [promotion]
 enabled = false
-""")
+"""))
     (tmp / "plants.json").write_text(json.dumps([{"name": n, "patch": plants.fault_patch(n)} for n in plants.FAULTS]))
     store = tmp / "runs" / "faults"
     done, kill = threading.Event(), {}
@@ -263,32 +281,18 @@ def kill_resume(tmp: Path) -> KillResume:
     (tmp / "baseline.py").write_text(baseline)
     (tmp / "track.toml").write_text(track_toml("fault-promote", iterations=8, batch_tokens=2048))
     port = closed_port()
-    (tmp / "search.toml").write_text(f"""
-name = "resume"
-track = "{tmp / 'track.toml'}"
-baseline = "{tmp / 'baseline.py'}"
-store = "{tmp / 'runs'}"
-records = "{tmp / 'records'}"
-grace_s = 2.0
+    (tmp / "search.toml").write_text(search_toml(tmp, "resume", """
 [budget]
 max_candidates = 2
-[proposers]
-optuna = 0.5
-catalog = 0.0
-llm = 0.5
-[llm]
-base_url = "http://127.0.0.1:{port}/v1"
-max_retries = 1
-timeout_s = 5
-[promotion]
+""" + unreachable_llm(port) + """[promotion]
 seeds = 2
 ablate = false
 [knobs]
 include = ["TIED_EMBED_LR", "MATRIX_LR"]
 [knobs.ranges]
-TIED_EMBED_LR = {{ low = 0.04, high = 0.06 }}
-MATRIX_LR = {{ low = 0.03, high = 0.05 }}
-""")
+TIED_EMBED_LR = { low = 0.04, high = 0.06 }
+MATRIX_LR = { low = 0.03, high = 0.05 }
+""", baseline=tmp / "baseline.py"))
     db = tmp / "runs" / "resume" / "pgolf.db"
     argv = [sys.executable, "-m", "harness.cli", "search", str(tmp / "search.toml")]
     invocations, before, leftovers = [], [], []
@@ -326,27 +330,14 @@ def llm_down(tmp: Path) -> LLMDown:
     harness = harness_copy(tmp / "h")
     (tmp / "track.toml").write_text(track_toml("fault-llm", iterations=4))
     port = closed_port()
-    (tmp / "search.toml").write_text(f"""
-name = "llm-down"
-track = "{tmp / 'track.toml'}"
-store = "{tmp / 'runs'}"
-records = "{tmp / 'records'}"
-grace_s = 2.0
+    (tmp / "search.toml").write_text(search_toml(tmp, "llm-down", """
 [budget]
 max_candidates = 3
-[proposers]
-optuna = 0.5
-catalog = 0.0
-llm = 0.5
-[llm]
-base_url = "http://127.0.0.1:{port}/v1"
-max_retries = 1
-timeout_s = 5
-[promotion]
+""" + unreachable_llm(port) + """[promotion]
 enabled = false
 [knobs]
 include = ["MATRIX_LR"]
-""")
+"""))
     run = invoke([sys.executable, "-m", "harness.cli", "search", str(tmp / "search.toml")], cwd=harness,
                  env=driver_env(harness, OPENAI_API_KEY=SECRET))
     return LLMDown(tmp / "runs" / "llm-down" / "pgolf.db", run, port)
@@ -360,12 +351,7 @@ def disk_full(tmp: Path) -> dict | None:
     """None when this machine gives no private mount namespace (the caller skips)."""
     harness = harness_copy(tmp / "h")
     (tmp / "track.toml").write_text(track_toml("fault-disk"))
-    (tmp / "search.toml").write_text(f"""
-name = "disk"
-track = "{tmp / 'track.toml'}"
-store = "{tmp / 'store' / 'runs'}"
-records = "{tmp / 'records'}"
-grace_s = 2.0
+    (tmp / "search.toml").write_text(search_toml(tmp, "disk", """
 [budget]
 max_candidates = 2
 [proposers]
@@ -375,7 +361,7 @@ catalog = 0.0
 enabled = false
 [knobs]
 include = ["MATRIX_LR"]
-""")
+""", store=tmp / "store" / "runs"))
     db = tmp / "store" / "runs" / "disk" / "pgolf.db"
     env = driver_env(harness, PGOLF_DISKFULL_DB=str(db))
     argv = [sys.executable, str(HERE / "diskfull.py"), str(tmp / "report.json"), str(tmp), "--",
@@ -442,12 +428,7 @@ def hostile(tmp: Path) -> Hostile:
     before = {p: p.read_bytes() for p in (harness / "harness").glob("*.py")}
     (tmp / "track.toml").write_text(track_toml("fault-hostile"))
     config = tmp / "search.toml"
-    config.write_text(f"""
-name = "hostile"
-track = "{tmp / 'track.toml'}"
-store = "{tmp / 'runs'}"
-records = "{tmp / 'records'}"
-grace_s = 2.0
+    config.write_text(search_toml(tmp, "hostile", f"""
 [budget]
 max_candidates = 7
 [proposers]
@@ -459,7 +440,7 @@ base_url = "http://127.0.0.1:{closed_port()}/v1"
 api_key_env = "OPENAI_API_KEY"
 [promotion]
 enabled = false
-""")
+"""))
     listener = Listener()
     try:
         attacks = plants.attacks(listener.port)
